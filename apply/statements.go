@@ -1,0 +1,126 @@
+package apply
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// table is what apply knows of one remote relation: quoted names and the
+// statements it uses, built once per relation shape.
+type table struct {
+	rel    stream.Relation
+	name   string // quoted schema.table
+	keys   []int  // column indexes of the replica identity
+	insert string
+	delete string
+	update map[string]string // by the mask of columns sent (unchanged TOAST values left out)
+}
+
+func newTable(rel stream.Relation) *table {
+	t := &table{rel: rel, name: pgx.Identifier{rel.Schema, rel.Table}.Sanitize(), update: map[string]string{}}
+	for i, c := range rel.Columns {
+		if c.Key {
+			t.keys = append(t.keys, i)
+		}
+	}
+	var cols, vals strings.Builder
+	for i, c := range rel.Columns {
+		if i > 0 {
+			cols.WriteString(", ")
+			vals.WriteString(", ")
+		}
+		cols.WriteString(quote(c.Name))
+		vals.WriteString("$" + strconv.Itoa(i+1))
+	}
+	t.insert = "INSERT INTO " + t.name + " (" + cols.String() + ") VALUES (" + vals.String() + ")"
+	t.delete = "DELETE FROM " + t.name + " WHERE " + t.where(1)
+	return t
+}
+
+func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// where renders the key condition with parameters numbered from first.
+func (t *table) where(first int) string {
+	var b strings.Builder
+	for i, k := range t.keys {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(quote(t.rel.Columns[k].Name) + " = $" + strconv.Itoa(first+i))
+	}
+	return b.String()
+}
+
+// sameShape reports whether rel describes the same columns as t.
+func (t *table) sameShape(rel *stream.Relation) bool {
+	if rel.Schema != t.rel.Schema || rel.Table != t.rel.Table || len(rel.Columns) != len(t.rel.Columns) {
+		return false
+	}
+	for i := range rel.Columns {
+		if rel.Columns[i] != t.rel.Columns[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// updateSQL returns the UPDATE for a new tuple, setting every column that was
+// sent (unchanged TOAST values keep the local value), and the indexes of the
+// columns whose values follow the key parameters.
+func (t *table) updateSQL(newTuple stream.Tuple) (string, []int) {
+	var mask strings.Builder
+	set := make([]int, 0, len(newTuple))
+	for i, d := range newTuple {
+		if d.Kind == stream.DatumUnchanged {
+			mask.WriteByte('u')
+			continue
+		}
+		mask.WriteByte('s')
+		set = append(set, i)
+	}
+	if sql, ok := t.update[mask.String()]; ok {
+		return sql, set
+	}
+	var b strings.Builder
+	b.WriteString("UPDATE " + t.name + " SET ")
+	for j, i := range set {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quote(t.rel.Columns[i].Name) + " = $" + strconv.Itoa(len(t.keys)+j+1))
+	}
+	b.WriteString(" WHERE " + t.where(1))
+	sql := b.String()
+	t.update[mask.String()] = sql
+	return sql, set
+}
+
+// keyParams returns the key values of a tuple as text-format parameters.
+func (t *table) keyParams(tuple stream.Tuple, dst [][]byte) [][]byte {
+	for _, k := range t.keys {
+		dst = append(dst, param(tuple[k]))
+	}
+	return dst
+}
+
+func param(d stream.Datum) []byte {
+	if d.Kind == stream.DatumNull {
+		return nil
+	}
+	if d.Data == nil {
+		return []byte{}
+	}
+	return d.Data
+}
+
+// oldKey is the tuple that identifies the row a change targets.
+func oldKey(c *stream.Change) stream.Tuple {
+	if len(c.Old) > 0 {
+		return c.Old
+	}
+	return c.New
+}

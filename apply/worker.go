@@ -1,0 +1,196 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// Config is what one apply worker (one origin → this node) needs.
+type Config struct {
+	Group       string
+	Origin      string // origin node name
+	OriginSysID uint64
+	Target      string // this node's name
+	// DSN of this node, credentials resolved. Never logged.
+	DSN string
+	// FetchBytes bounds the bytes fetched from JetStream at once (default 8 MiB).
+	FetchBytes int
+}
+
+// Validate reports a configuration apply cannot run with.
+func (c *Config) Validate() error {
+	switch {
+	case c.Group == "" || c.Origin == "" || c.Target == "":
+		return errors.New("apply: group, origin and target names are required")
+	case c.OriginSysID == 0:
+		return errors.New("apply: origin sysid is required")
+	case c.DSN == "":
+		return errors.New("apply: DSN is required")
+	}
+	return nil
+}
+
+// OriginName is the replication origin that records how far this node has
+// applied the transactions of node.
+func OriginName(group, node string) string {
+	return "pgactive_" + stream.Token(group) + "_" + stream.Token(node)
+}
+
+// Status is the live state of an apply worker, for lag reporting and metrics.
+type Status struct {
+	Running      atomic.Bool
+	Applied      atomic.Uint64 // origin commit LSN of the last applied transaction
+	AppliedTime  atomic.Int64  // its origin commit time, µs since the Unix epoch
+	Transactions atomic.Uint64
+	Changes      atomic.Uint64
+	Errors       atomic.Uint64
+	Parked       atomic.Uint64
+	mu           sync.Mutex
+	lastErr      string
+}
+
+// LastError is the last apply error, or "".
+func (s *Status) LastError() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+func (s *Status) setError(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr = ""
+		return
+	}
+	s.lastErr = err.Error()
+}
+
+// natsPublisher is the part of *nats.Conn the worker uses to answer for
+// messages it no longer holds (negative and in-progress acknowledgements).
+type natsPublisher interface {
+	Publish(subject string, data []byte) error
+}
+
+var _ natsPublisher = (*nats.Conn)(nil)
+
+// Worker applies one origin's stream to this node.
+type Worker struct {
+	cfg    Config
+	js     jetstream.JetStream
+	nc     natsPublisher
+	layout *stream.Layout
+	log    *slog.Logger
+	status Status
+}
+
+// New returns an apply worker. layout finds the consumer and the parked stream.
+func New(cfg Config, layout *stream.Layout, nc *nats.Conn, log *slog.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.FetchBytes <= 0 {
+		cfg.FetchBytes = 8 << 20
+	}
+	cfg.FetchBytes = max(cfg.FetchBytes, 2*int(nc.MaxPayload()))
+	log = log.With("node", cfg.Target, "origin", cfg.Origin,
+		"stream", stream.StreamName(cfg.Group, cfg.Origin), "consumer", stream.ConsumerName(cfg.Target))
+	return &Worker{cfg: cfg, js: layout.JS, nc: nc, layout: layout, log: log}, nil
+}
+
+// Status returns the worker's live state.
+func (w *Worker) Status() *Status { return &w.status }
+
+// Run applies until ctx ends, retrying with backoff after errors. It returns
+// nil when ctx is cancelled.
+func (w *Worker) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		start := time.Now()
+		err := w.session(ctx)
+		w.status.Running.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.status.Errors.Add(1)
+		w.status.setError(err)
+		if time.Since(start) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		w.log.Warn("apply session ended, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (w *Worker) connect(ctx context.Context) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(w.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse DSN of node %q: %w", w.cfg.Target, err)
+	}
+	cc.RuntimeParams["application_name"] = "pgactive:" + strconv.FormatUint(w.cfg.OriginSysID, 10) + ":apply"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to node %q: %w", w.cfg.Target, err)
+	}
+	return conn, nil
+}
+
+// setupOrigin creates the replication origin if needed, binds this session to
+// it and returns its durable progress.
+func setupOrigin(ctx context.Context, conn *pgx.Conn, name string) (pglogrepl.LSN, error) {
+	_, err := conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, name)
+	if err != nil {
+		return 0, fmt.Errorf("create replication origin %q: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, name); err != nil {
+		return 0, fmt.Errorf("set up replication origin session %q: %w", name, err)
+	}
+	var lsn *string
+	if err := conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text`, name).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("read progress of origin %q: %w", name, err)
+	}
+	if lsn == nil {
+		return 0, nil
+	}
+	return pglogrepl.ParseLSN(*lsn)
+}
+
+func (w *Worker) session(ctx context.Context) error {
+	conn, err := w.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	origin := OriginName(w.cfg.Group, w.cfg.Origin)
+	progress, err := setupOrigin(ctx, conn, origin)
+	if err != nil {
+		return err
+	}
+	cons, err := w.layout.Consumer(ctx, w.cfg.Origin, w.cfg.Target)
+	if err != nil {
+		return err
+	}
+	w.status.Applied.Store(uint64(progress))
+	w.status.Running.Store(true)
+	w.log.Info("apply started", "lsn", progress)
+	s := &session{w: w, conn: conn, progress: progress, tables: map[string]*table{}}
+	return s.run(ctx, cons)
+}

@@ -1,0 +1,300 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// Config is what one capture worker needs.
+type Config struct {
+	Group string
+	Node  string
+	SysID uint64
+	// DSN is a libpq connection string with credentials resolved. It is never logged.
+	DSN  string
+	Slot string
+	// ChunkSize is the target encoded size of one message (default 256 KiB);
+	// it must stay well under the server's max payload.
+	ChunkSize int
+	// MaxPending and MaxPendingBytes bound the unacknowledged publishes
+	// (default 1024 messages, 32 MiB).
+	MaxPending      int
+	MaxPendingBytes int
+	// StatusInterval is how often the slot's position is reported (default 10 s).
+	StatusInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = 256 << 10
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 1024
+	}
+	if c.MaxPendingBytes <= 0 {
+		c.MaxPendingBytes = 32 << 20
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = 10 * time.Second
+	}
+}
+
+// Validate reports a configuration capture cannot run with.
+func (c *Config) Validate() error {
+	switch {
+	case c.Group == "" || c.Node == "":
+		return errors.New("capture: group and node name are required")
+	case c.SysID == 0:
+		return errors.New("capture: node sysid is required")
+	case c.DSN == "" || c.Slot == "":
+		return errors.New("capture: DSN and slot are required")
+	}
+	return nil
+}
+
+// Status is the live position of a capture worker, for lag reporting.
+type Status struct {
+	Running      atomic.Bool
+	Confirmed    atomic.Uint64 // slot position JetStream has stored everything before
+	Received     atomic.Uint64 // last WAL position received from PostgreSQL
+	Published    atomic.Uint64 // commit LSN of the last transaction handed to JetStream
+	Transactions atomic.Uint64
+	Changes      atomic.Uint64
+	Bytes        atomic.Uint64
+}
+
+// Capturer is the capture worker of one node.
+type Capturer struct {
+	cfg    Config
+	js     jetstream.JetStream
+	log    *slog.Logger
+	status Status
+}
+
+// New returns a capture worker publishing through js.
+func New(cfg Config, js jetstream.JetStream, log *slog.Logger) (*Capturer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.With("node", cfg.Node, "slot", cfg.Slot, "stream", stream.StreamName(cfg.Group, cfg.Node))
+	return &Capturer{cfg: cfg, js: js, log: log}, nil
+}
+
+// Status returns the worker's live position.
+func (c *Capturer) Status() *Status { return &c.status }
+
+// Run captures until ctx ends, restarting the replication session with
+// backoff after errors. It returns nil when ctx is cancelled.
+func (c *Capturer) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		c.status.Running.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = time.Second
+		}
+		c.log.Warn("capture session ended, restarting", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (c *Capturer) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	pc, err := pgconn.ParseConfig(c.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse DSN of node %q: %w", c.cfg.Node, err)
+	}
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["application_name"] = "pgactive:" + strconv.FormatUint(c.cfg.SysID, 10) + ":send"
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return conn, nil
+}
+
+// slotConfirmed reads the slot's confirmed position: feedback must never go below it.
+func slotConfirmed(ctx context.Context, conn *pgconn.PgConn, slot string) (pglogrepl.LSN, error) {
+	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '"+slot+"'").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read slot %q: %w", slot, err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || res[0].Rows[0][0] == nil {
+		return 0, fmt.Errorf("slot %q does not exist", slot)
+	}
+	return pglogrepl.ParseLSN(string(res[0].Rows[0][0]))
+}
+
+// session runs one replication connection until an error.
+func (c *Capturer) session(ctx context.Context) error {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	confirmed, err := slotConfirmed(ctx, conn, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if err := startReplication(ctx, conn, c.cfg.Slot); err != nil {
+		return err
+	}
+	c.status.Running.Store(true)
+	c.status.Confirmed.Store(uint64(confirmed))
+	c.log.Info("capture started", "lsn", confirmed)
+
+	s := &session{
+		c:       c,
+		conn:    conn,
+		asm:     NewAssembler(c.cfg.Node, c.cfg.SysID, c.cfg.ChunkSize),
+		win:     newWindow(c.js, stream.StreamName(c.cfg.Group, c.cfg.Node), c.cfg.MaxPending, c.cfg.MaxPendingBytes, confirmed),
+		subject: stream.TxnSubject(c.cfg.Group, c.cfg.Node),
+	}
+	err = s.loop(ctx)
+	if ctx.Err() != nil {
+		// Final feedback with what is durably stored, then stop.
+		_ = s.win.drain()
+		_ = s.sendStatus(context.WithoutCancel(ctx))
+	}
+	return err
+}
+
+type session struct {
+	c          *Capturer
+	conn       *pgconn.PgConn
+	asm        *Assembler
+	win        *window
+	subject    string
+	lastStatus time.Time
+}
+
+func (s *session) loop(ctx context.Context) error {
+	for {
+		if err := s.win.drain(); err != nil {
+			return err
+		}
+		s.c.status.Confirmed.Store(uint64(s.win.confirmed))
+		if time.Since(s.lastStatus) >= s.c.cfg.StatusInterval {
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		raw, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive from slot: %w", err)
+		}
+		if err := s.handle(ctx, raw); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) handle(ctx context.Context, raw pgproto3.BackendMessage) error {
+	switch msg := raw.(type) {
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyData:
+		if len(msg.Data) == 0 {
+			return nil
+		}
+		switch msg.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse keepalive: %w", err)
+			}
+			// Between transactions with nothing outstanding, every commit
+			// before the sent position is stored: the slot may pass it.
+			if !s.asm.InTxn() && s.win.empty() && pkm.ServerWALEnd > s.win.confirmed {
+				s.win.confirmed = pkm.ServerWALEnd
+			}
+			if pkm.ReplyRequested {
+				return s.sendStatus(ctx)
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse XLogData: %w", err)
+			}
+			s.c.status.Received.Store(uint64(xld.WALStart) + uint64(len(xld.WALData)))
+			return s.xlog(ctx, xld.WALData)
+		}
+	}
+	return nil
+}
+
+func (s *session) xlog(ctx context.Context, data []byte) error {
+	ev, err := s.asm.Add(data)
+	if err != nil {
+		return err
+	}
+	if ev.Chunk != nil {
+		var end pglogrepl.LSN
+		if ev.Chunk.Last {
+			end = ev.EndLSN
+		}
+		m, err := stream.NewMsg(s.subject, ev.Chunk)
+		if err != nil {
+			return err
+		}
+		if err := s.win.publish(ctx, m, end); err != nil {
+			return err
+		}
+		s.c.status.Changes.Add(uint64(len(ev.Chunk.Changes)))
+		s.c.status.Bytes.Add(uint64(len(m.Data)))
+		if ev.Chunk.Last {
+			s.c.status.Transactions.Add(1)
+			s.c.status.Published.Store(uint64(ev.Chunk.CommitLSN))
+		}
+		return nil
+	}
+	if ev.Done {
+		s.win.done(ev.EndLSN)
+	}
+	return nil
+}
+
+func (s *session) sendStatus(ctx context.Context) error {
+	s.lastStatus = time.Now()
+	pos := s.win.confirmed
+	if pos == 0 {
+		return nil
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos,
+	})
+	if err != nil {
+		return fmt.Errorf("send slot feedback: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package integration
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgactive-go/pgactive/node"
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// Agent is an agent running in the test process, started by [StartAgent].
+type Agent struct {
+	*node.Agent
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// TestLogger is the logger agents started by the harness use: warnings and
+// errors go to the test output stream.
+func TestLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("PGACTIVE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// ConnectNATS opens an agent-style connection (reconnecting forever) to url,
+// closed when the test ends.
+func ConnectNATS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, js, err := stream.Connect(ctx, stream.ConnectOptions{URLs: url, Name: "pgactive test"}, TestLogger())
+	if err != nil {
+		t.Fatalf("connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// StartAgent runs an agent for cfg in the test process, waits until it is
+// ready and stops it when the test ends.
+func StartAgent(t testing.TB, natsURL string, cfg node.Config) *Agent {
+	t.Helper()
+	nc, js := ConnectNATS(t, natsURL)
+	a, err := node.NewAgent(cfg, nc, js, TestLogger())
+	if err != nil {
+		t.Fatalf("new agent %s: %v", cfg.Node, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Agent{Agent: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- a.Run(ctx) }()
+	t.Cleanup(h.Stop)
+	select {
+	case <-a.Ready():
+	case err := <-h.done:
+		h.done <- err
+		t.Fatalf("agent %s stopped before it was ready: %v", cfg.Node, err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("agent %s not ready after 60s", cfg.Node)
+	}
+	return h
+}
+
+// Stop stops the agent and waits for it, returning what Run returned.
+func (a *Agent) Stop() {
+	a.cancel()
+	select {
+	case err := <-a.done:
+		a.done <- err
+	case <-time.After(60 * time.Second):
+	}
+}
+
+// WaitAppliers waits until agent a runs an apply worker for each named origin.
+func WaitAppliers(t testing.TB, a *Agent, origins ...string) {
+	t.Helper()
+	WaitFor(t, 30*time.Second, "apply workers started", func() (bool, error) {
+		ws := a.Appliers()
+		for _, o := range origins {
+			w, ok := ws[o]
+			if !ok || !w.Status().Running.Load() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}

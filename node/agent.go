@@ -1,0 +1,253 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgactive-go/pgactive/apply"
+	"github.com/pgactive-go/pgactive/capture"
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// Config is what an agent needs to serve one node.
+type Config struct {
+	Group string
+	Node  string
+	// DSN of the node, credentials resolved. Never logged.
+	DSN string
+	// Replicas of the streams and bucket this agent creates (0: 1).
+	Replicas int
+}
+
+// Validate reports a configuration an agent cannot run with.
+func (c *Config) Validate() error {
+	if c.Group == "" || c.Node == "" || c.DSN == "" {
+		return errors.New("node: group, node name and DSN are required")
+	}
+	return nil
+}
+
+// Agent serves one node: its capture worker and one apply worker per other member.
+type Agent struct {
+	cfg    Config
+	nc     *nats.Conn
+	layout *stream.Layout
+	log    *slog.Logger
+	ready  chan struct{}
+
+	mu       sync.Mutex
+	identity Identity
+	capture  *capture.Capturer
+	appliers map[string]*apply.Worker
+}
+
+// NewAgent returns an agent for cfg that talks to NATS through nc.
+func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg:      cfg,
+		nc:       nc,
+		layout:   &stream.Layout{JS: js, Group: cfg.Group, Replicas: cfg.Replicas},
+		log:      log.With("node", cfg.Node, "group", cfg.Group),
+		ready:    make(chan struct{}),
+		appliers: map[string]*apply.Worker{},
+	}, nil
+}
+
+// Ready is closed once the node is registered, its slot exists and consumers
+// link it with every known member: from then on its writes reach them.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Identity is the node's identity, known once Ready is closed.
+func (a *Agent) Identity() Identity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.identity
+}
+
+// Capture returns the capture worker, once Ready is closed.
+func (a *Agent) Capture() *capture.Capturer {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.capture
+}
+
+// Appliers returns the running apply workers by origin node name.
+func (a *Agent) Appliers() map[string]*apply.Worker {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]*apply.Worker, len(a.appliers))
+	for k, v := range a.appliers {
+		out[k] = v
+	}
+	return out
+}
+
+// Run sets the node up and runs its workers until ctx ends. It returns an
+// error only for failures that retrying cannot mend (bad settings).
+func (a *Agent) Run(ctx context.Context) error {
+	self, kv, err := a.setup(ctx)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.capture.Run(ctx) })
+	g.Go(func() error { return a.watchMembers(ctx, g, kv, self) })
+	close(a.ready)
+	a.log.Info("agent ready", "sysid", self.SysID)
+	return g.Wait()
+}
+
+func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
+	conn, err := Connect(ctx, a.cfg.DSN, a.cfg.Node)
+	if err != nil {
+		return Member{}, nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	id, err := Check(ctx, conn, a.cfg.Node)
+	if err != nil {
+		return Member{}, nil, err
+	}
+	a.mu.Lock()
+	a.identity = id
+	a.mu.Unlock()
+
+	kv, err := a.layout.EnsureBucket(ctx)
+	if err != nil {
+		return Member{}, nil, err
+	}
+	if _, err := a.layout.EnsureStream(ctx, a.cfg.Node); err != nil {
+		return Member{}, nil, err
+	}
+	self := Member{Name: a.cfg.Node, Group: a.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,
+		DBOID: id.DBOID, DBName: id.DBName, Status: StateReady, DSN: RedactDSN(a.cfg.DSN)}
+	if err := PutMember(ctx, kv, self); err != nil {
+		return Member{}, nil, err
+	}
+	members, err := Members(ctx, kv)
+	if err != nil {
+		return Member{}, nil, err
+	}
+	for _, m := range members {
+		if err := a.link(ctx, self, m); err != nil {
+			return Member{}, nil, err
+		}
+	}
+	if err := capture.EnsurePublication(ctx, conn); err != nil {
+		return Member{}, nil, err
+	}
+	slot := capture.SlotName(id.DBOID, id.SysID)
+	if _, err := capture.EnsureSlot(ctx, conn, slot); err != nil {
+		return Member{}, nil, err
+	}
+	c, err := capture.New(capture.Config{Group: a.cfg.Group, Node: a.cfg.Node, SysID: id.SysID, DSN: a.cfg.DSN, Slot: slot,
+		ChunkSize: chunkSize(a.nc)}, a.layout.JS, a.log)
+	if err != nil {
+		return Member{}, nil, err
+	}
+	a.mu.Lock()
+	a.capture = c
+	a.mu.Unlock()
+	return self, kv, nil
+}
+
+// chunkSize keeps each message well under the server's max payload.
+func chunkSize(nc *nats.Conn) int {
+	return int(min(nc.MaxPayload()/4, 256<<10))
+}
+
+// link creates the consumers between self and m, both ways.
+func (a *Agent) link(ctx context.Context, self, m Member) error {
+	if m.Name == self.Name || m.Status == StateDetached {
+		return nil
+	}
+	if _, err := a.layout.EnsureConsumer(ctx, self.Name, m.Name); err != nil {
+		return err
+	}
+	if _, err := a.layout.EnsureStream(ctx, m.Name); err != nil {
+		return err
+	}
+	_, err := a.layout.EnsureConsumer(ctx, m.Name, self.Name)
+	return err
+}
+
+// watchMembers starts an apply worker for every other member, as members appear.
+func (a *Agent) watchMembers(ctx context.Context, g *errgroup.Group, kv jetstream.KeyValue, self Member) error {
+	for {
+		err := a.watchOnce(ctx, g, kv, self)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.Warn("membership watch ended, restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (a *Agent) watchOnce(ctx context.Context, g *errgroup.Group, kv jetstream.KeyValue, self Member) error {
+	w, err := kv.Watch(ctx, "nodes.>")
+	if err != nil {
+		return fmt.Errorf("watch members: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			m, err := decodeMember(e.Value())
+			if err != nil {
+				a.log.Error("ignored a member record that cannot be read", "key", e.Key(), "err", err)
+				continue
+			}
+			if err := a.startApply(ctx, g, self, m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Member) error {
+	if m.Name == self.Name || m.Status == StateDetached {
+		return nil
+	}
+	a.mu.Lock()
+	_, running := a.appliers[m.Name]
+	a.mu.Unlock()
+	if running {
+		return nil
+	}
+	if err := a.link(ctx, self, m); err != nil {
+		return err
+	}
+	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name, DSN: a.cfg.DSN},
+		a.layout, a.nc, a.log)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.appliers[m.Name] = w
+	a.mu.Unlock()
+	g.Go(func() error { return w.Run(ctx) })
+	a.log.Info("apply worker started", "origin", m.Name)
+	return nil
+}
