@@ -32,7 +32,7 @@ type Config struct {
 	// (default 1024 messages, 32 MiB).
 	MaxPending      int
 	MaxPendingBytes int
-	// StatusInterval is how often the slot's position is reported (default 10 s).
+	// StatusInterval is how often the slot's position is reported (default 1 s).
 	StatusInterval time.Duration
 }
 
@@ -47,7 +47,7 @@ func (c *Config) setDefaults() {
 		c.MaxPendingBytes = 32 << 20
 	}
 	if c.StatusInterval <= 0 {
-		c.StatusInterval = 10 * time.Second
+		c.StatusInterval = time.Second
 	}
 }
 
@@ -158,6 +158,10 @@ func (c *Capturer) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	last, err := c.lastStored(ctx)
+	if err != nil {
+		return err
+	}
 	if err := startReplication(ctx, conn, c.cfg.Slot); err != nil {
 		return err
 	}
@@ -169,7 +173,7 @@ func (c *Capturer) session(ctx context.Context) error {
 		c:       c,
 		conn:    conn,
 		asm:     NewAssembler(c.cfg.Node, c.cfg.SysID, c.cfg.ChunkSize),
-		win:     newWindow(c.js, stream.StreamName(c.cfg.Group, c.cfg.Node), c.cfg.MaxPending, c.cfg.MaxPendingBytes, confirmed),
+		win:     newWindow(c.js, stream.StreamName(c.cfg.Group, c.cfg.Node), c.cfg.MaxPending, c.cfg.MaxPendingBytes, confirmed, last),
 		subject: stream.TxnSubject(c.cfg.Group, c.cfg.Node),
 	}
 	err = s.loop(ctx)
@@ -297,4 +301,27 @@ func (s *session) sendStatus(ctx context.Context) error {
 		return fmt.Errorf("send slot feedback: %w", err)
 	}
 	return nil
+}
+
+// lastStored waits until no publish of an earlier session is still in flight
+// (it could otherwise be stored after this session's first message), then
+// reads the stream's last sequence.
+func (c *Capturer) lastStored(ctx context.Context) (uint64, error) {
+	select {
+	case <-c.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(2 * pubAckTimeout):
+		return 0, errors.New("publishes of the previous session are still unanswered")
+	}
+	name := stream.StreamName(c.cfg.Group, c.cfg.Node)
+	st, err := c.js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("find stream %s: %w", name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", name, err)
+	}
+	return info.State.LastSeq, nil
 }

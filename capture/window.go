@@ -40,10 +40,17 @@ type window struct {
 	q         []pending
 	bytes     int
 	confirmed pglogrepl.LSN
+	// lastSeq is the stream sequence the next publish expects to follow, so
+	// that no message is ever stored after one that was lost (apply would
+	// skip the lost one as older). Until the first message that is not a
+	// duplicate is stored, publishes go one at a time: a duplicate does not
+	// advance the stream, so later expectations cannot be predicted.
+	lastSeq uint64
+	fresh   bool
 }
 
-func newWindow(pub asyncPublisher, stream string, maxCount, maxBytes int, confirmed pglogrepl.LSN) *window {
-	return &window{pub: pub, stream: stream, maxCount: maxCount, maxBytes: maxBytes, confirmed: confirmed}
+func newWindow(pub asyncPublisher, stream string, maxCount, maxBytes int, confirmed pglogrepl.LSN, lastSeq uint64) *window {
+	return &window{pub: pub, stream: stream, maxCount: maxCount, maxBytes: maxBytes, confirmed: confirmed, lastSeq: lastSeq}
 }
 
 // publish sends m, first waiting for acknowledgements while the window is full.
@@ -55,12 +62,17 @@ func (w *window) publish(ctx context.Context, m *nats.Msg, end pglogrepl.LSN) er
 			return err
 		}
 	}
-	fut, err := w.pub.PublishMsgAsync(m, jetstream.WithExpectStream(w.stream))
+	id := m.Header.Get(nats.MsgIdHdr)
+	fut, err := w.pub.PublishMsgAsync(m, jetstream.WithExpectStream(w.stream), jetstream.WithExpectLastSequence(w.lastSeq))
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", m.Header.Get(nats.MsgIdHdr), err)
+		return fmt.Errorf("publish %s: %w", id, err)
 	}
 	w.q = append(w.q, pending{fut: fut, end: end, size: size})
 	w.bytes += size
+	if !w.fresh {
+		return w.waitHead(ctx)
+	}
+	w.lastSeq++
 	return nil
 }
 
@@ -82,7 +94,8 @@ func (w *window) drain() error {
 		h := w.q[0]
 		if h.fut != nil {
 			select {
-			case <-h.fut.Ok():
+			case ack := <-h.fut.Ok():
+				w.acked(ack)
 			case err := <-h.fut.Err():
 				return w.failed(h, err)
 			default:
@@ -101,7 +114,8 @@ func (w *window) waitHead(ctx context.Context) error {
 		timer := time.NewTimer(pubAckTimeout)
 		defer timer.Stop()
 		select {
-		case <-h.fut.Ok():
+		case ack := <-h.fut.Ok():
+			w.acked(ack)
 		case err := <-h.fut.Err():
 			return w.failed(h, err)
 		case <-timer.C:
@@ -112,6 +126,15 @@ func (w *window) waitHead(ctx context.Context) error {
 	}
 	w.pop()
 	return nil
+}
+
+// acked notes where a message was stored; the first one that is not a
+// duplicate anchors the sequence expectations of pipelined publishes.
+func (w *window) acked(ack *jetstream.PubAck) {
+	if !w.fresh && !ack.Duplicate {
+		w.fresh = true
+		w.lastSeq = ack.Sequence
+	}
 }
 
 func (w *window) pop() {

@@ -347,3 +347,25 @@ func ParkedMsg(group, origin, target string, seq uint64, subject string, data []
 	m.Header.Set(HeaderMsgID, "parked:"+Token(origin)+":"+Token(target)+":"+strconv.FormatUint(seq, 10))
 	return m
 }
+
+// ParseMsgID splits a message id made by Txn.MsgID. ok is false for ids of
+// another form.
+func ParseMsgID(id string) (sysid uint64, lsn pglogrepl.LSN, chunk int, ok bool) {
+	parts := strings.Split(id, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return 0, 0, 0, false
+	}
+	sysid, err := strconv.ParseUint(parts[0], 10, 64)
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	if lsn, err = pglogrepl.ParseLSN(parts[1]); err != nil {
+		return 0, 0, 0, false
+	}
+	if len(parts) == 3 {
+		if chunk, err = strconv.Atoi(parts[2]); err != nil || chunk <= 0 {
+			return 0, 0, 0, false
+		}
+	}
+	return sysid, lsn, chunk, true
+}
