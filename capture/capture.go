@@ -32,6 +32,9 @@ type Config struct {
 	// (default 1024 messages, 32 MiB).
 	MaxPending      int
 	MaxPendingBytes int
+	// MaxPayload is the server's largest accepted message; a transaction
+	// with a single row larger than it cannot be published.
+	MaxPayload int
 	// StatusInterval is how often the slot's position is reported (default 1 s).
 	StatusInterval time.Duration
 }
@@ -270,6 +273,12 @@ func (s *session) xlog(ctx context.Context, data []byte) error {
 		m, err := stream.NewMsg(s.subject, ev.Chunk)
 		if err != nil {
 			return err
+		}
+		if max := s.c.cfg.MaxPayload; max > 0 && len(m.Data)+1024 > max {
+			// Retrying cannot help; the slot keeps the transaction until the
+			// operator raises the limit, so nothing is lost.
+			return fmt.Errorf("transaction %s has a row of %d bytes encoded, over the NATS server's max_payload of %d bytes: raise max_payload in the NATS server configuration (up to 64MB) and restart it",
+				ev.Chunk.CommitLSN, len(m.Data), max)
 		}
 		if err := s.win.publish(ctx, m, end); err != nil {
 			return err

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/pgactive-go/pgactive/stream"
 )
 
 const natsReadyTimeout = 30 * time.Second
@@ -81,24 +83,14 @@ func (n *NATS) Connect(t testing.TB) *nats.Conn {
 func (n *NATS) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	srv, err := server.NewServer(&server.Options{
-		ServerName:             fmt.Sprintf("pgactive-test-%d", n.port),
-		Host:                   "127.0.0.1",
-		Port:                   n.port,
-		JetStream:              true,
-		StoreDir:               n.storeDir,
-		NoLog:                  true,
-		NoSigs:                 true,
-		DisableJetStreamBanner: true,
+	// The agent's own embedded server, so tests run what users run.
+	srv, err := stream.StartServer(stream.ServerConfig{
+		Listen:   fmt.Sprintf("127.0.0.1:%d", n.port),
+		StoreDir: n.storeDir,
+		Name:     fmt.Sprintf("pgactive-test-%d", n.port),
 	})
 	if err != nil {
-		return fmt.Errorf("configure server: %w", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(natsReadyTimeout) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return fmt.Errorf("server on port %d not ready after %s", n.port, natsReadyTimeout)
+		return err
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()

@@ -47,7 +47,8 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 
 // TableRows returns every row of table as its text representation (SELECT t::text FROM table t),
 // sorted bytewise. Two nodes hold the same data exactly when their TableRows are equal. table may be
-// schema-qualified ("public.accounts"); each part is quoted as an identifier.
+// schema-qualified ("public.accounts"); each part is quoted as an identifier, unless table already
+// holds double quotes, in which case it is used as written.
 func TableRows(t testing.TB, conn *pgx.Conn, table string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
@@ -60,7 +61,11 @@ func TableRows(t testing.TB, conn *pgx.Conn, table string) []string {
 }
 
 func tableRows(ctx context.Context, conn *pgx.Conn, table string) ([]string, error) {
-	sql := fmt.Sprintf(`SELECT t::text FROM %s AS t ORDER BY t::text COLLATE "C"`, tableIdentifier(table).Sanitize())
+	name := tableIdentifier(table).Sanitize()
+	if strings.ContainsRune(table, '"') {
+		name = table // already quoted SQL
+	}
+	sql := fmt.Sprintf(`SELECT harness_row::text FROM %s AS harness_row ORDER BY harness_row::text COLLATE "C"`, name)
 	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of %s on %s: %w", table, connLabel(conn), err)

@@ -40,6 +40,7 @@ type Agent struct {
 	cfg    Config
 	nc     *nats.Conn
 	layout *stream.Layout
+	base   *slog.Logger // for workers, which add their own node attribute
 	log    *slog.Logger
 	ready  chan struct{}
 
@@ -58,6 +59,7 @@ func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logge
 		cfg:      cfg,
 		nc:       nc,
 		layout:   &stream.Layout{JS: js, Group: cfg.Group, Replicas: cfg.Replicas},
+		base:     log.With("group", cfg.Group),
 		log:      log.With("node", cfg.Node, "group", cfg.Group),
 		ready:    make(chan struct{}),
 		appliers: map[string]*apply.Worker{},
@@ -151,7 +153,7 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 		return Member{}, nil, err
 	}
 	c, err := capture.New(capture.Config{Group: a.cfg.Group, Node: a.cfg.Node, SysID: id.SysID, DSN: a.cfg.DSN, Slot: slot,
-		ChunkSize: chunkSize(a.nc)}, a.layout.JS, a.log)
+		ChunkSize: chunkSize(a.nc), MaxPayload: int(a.nc.MaxPayload())}, a.layout.JS, a.base)
 	if err != nil {
 		return Member{}, nil, err
 	}
@@ -240,7 +242,7 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 		return err
 	}
 	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name, DSN: a.cfg.DSN},
-		a.layout, a.nc, a.log)
+		a.layout, a.nc, a.base)
 	if err != nil {
 		return err
 	}

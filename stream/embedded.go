@@ -20,6 +20,10 @@ type ServerConfig struct {
 	Name string
 }
 
+// MaxPayload is the embedded server's largest message: rows larger than this
+// once encoded cannot be replicated.
+const MaxPayload = 8 << 20
+
 // StartServer starts an in-process NATS server with JetStream and waits until
 // it accepts clients.
 func StartServer(cfg ServerConfig) (*server.Server, error) {
@@ -47,6 +51,7 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
+		MaxPayload: MaxPayload,
 		NoLog:      true,
 	}
 	s, err := server.NewServer(opts)
