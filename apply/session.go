@@ -128,7 +128,11 @@ func (s *session) apply(ctx context.Context, msg jetstream.Msg, seq uint64, txn 
 				return err
 			}
 		}
-		if _, err := s.conn.Exec(ctx, "BEGIN"); err != nil {
+		// The shared lock lets a joining node read every origin's progress
+		// exactly as of its snapshot (it takes the lock exclusively); it is
+		// taken before the transaction has an xid, so it never delays the
+		// snapshot itself.
+		if _, err := s.conn.Exec(ctx, "BEGIN; SELECT pg_advisory_xact_lock_shared("+joinLockSQL+")"); err != nil {
 			return fmt.Errorf("begin: %w", err)
 		}
 		s.open, s.openLSN, s.nextChunk = true, txn.CommitLSN, 0

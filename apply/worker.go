@@ -194,3 +194,11 @@ func (w *Worker) session(ctx context.Context) error {
 	s := &session{w: w, conn: conn, progress: progress, tables: map[string]*table{}}
 	return s.run(ctx, cons)
 }
+
+// JoinLockKey is the advisory lock every applied transaction holds shared.
+// A node joining from this one takes it exclusively while it exports its
+// snapshot and reads the replication origins' progress, so the progress it
+// reads is exactly what the snapshot contains.
+const JoinLockKey int64 = 0x7067616374697665 // "pgactive"
+
+const joinLockSQL = "8099549534631851621" // JoinLockKey in decimal

@@ -47,8 +47,17 @@ type Agent struct {
 	mu       sync.Mutex
 	identity Identity
 	capture  *capture.Capturer
-	appliers map[string]*apply.Worker
+	appliers map[string]*applier // by origin node name
 }
+
+type applier struct {
+	w      *apply.Worker
+	key    string // the origin's member key
+	cancel context.CancelFunc
+}
+
+// ErrDetached is returned by Run when this node was detached from its group.
+var ErrDetached = errors.New("node was detached from its group")
 
 // NewAgent returns an agent for cfg that talks to NATS through nc.
 func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Agent, error) {
@@ -62,7 +71,7 @@ func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logge
 		base:     log.With("group", cfg.Group),
 		log:      log.With("node", cfg.Node, "group", cfg.Group),
 		ready:    make(chan struct{}),
-		appliers: map[string]*apply.Worker{},
+		appliers: map[string]*applier{},
 	}, nil
 }
 
@@ -90,7 +99,7 @@ func (a *Agent) Appliers() map[string]*apply.Worker {
 	defer a.mu.Unlock()
 	out := make(map[string]*apply.Worker, len(a.appliers))
 	for k, v := range a.appliers {
-		out[k] = v
+		out[k] = v.w
 	}
 	return out
 }
@@ -130,6 +139,13 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 	}
 	if _, err := a.layout.EnsureStream(ctx, a.cfg.Node); err != nil {
 		return Member{}, nil, err
+	}
+	if e, err := kv.Get(ctx, stream.NodeKey(a.cfg.Node)); err == nil {
+		if m, err := decodeMember(e.Value()); err == nil && m.Status == StateDetached {
+			return Member{}, nil, fmt.Errorf("node %q: %w", a.cfg.Node, ErrDetached)
+		} else if err == nil && m.SysID != id.SysID {
+			return Member{}, nil, fmt.Errorf("node name %q is already used by another database (sysid %d) in group %q: choose another node name", a.cfg.Node, m.SysID, a.cfg.Group)
+		}
 	}
 	self := Member{Name: a.cfg.Node, Group: a.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,
 		DBOID: id.DBOID, DBName: id.DBName, Status: StateReady, DSN: RedactDSN(a.cfg.DSN)}
@@ -190,6 +206,9 @@ func (a *Agent) watchMembers(ctx context.Context, g *errgroup.Group, kv jetstrea
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, ErrDetached) {
+			return err
+		}
 		a.log.Warn("membership watch ended, restarting", "err", err)
 		select {
 		case <-ctx.Done():
@@ -213,7 +232,11 @@ func (a *Agent) watchOnce(ctx context.Context, g *errgroup.Group, kv jetstream.K
 			if !ok {
 				return errors.New("watch closed")
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
+			if e == nil {
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				a.stopApplyKey(e.Key())
 				continue
 			}
 			m, err := decodeMember(e.Value())
@@ -221,17 +244,35 @@ func (a *Agent) watchOnce(ctx context.Context, g *errgroup.Group, kv jetstream.K
 				a.log.Error("ignored a member record that cannot be read", "key", e.Key(), "err", err)
 				continue
 			}
-			if err := a.startApply(ctx, g, self, m); err != nil {
+			if err := a.memberChanged(ctx, g, self, m); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Member) error {
-	if m.Name == self.Name || m.Status == StateDetached {
+// memberChanged starts or stops work as a member appears, changes or leaves.
+func (a *Agent) memberChanged(ctx context.Context, g *errgroup.Group, self, m Member) error {
+	if m.Name == self.Name {
+		if m.Status == StateDetached {
+			return fmt.Errorf("node %q: %w", self.Name, ErrDetached)
+		}
 		return nil
 	}
+	if m.Status == StateDetached {
+		a.stopApply(m.Name)
+		// Nobody applies the detached node's stream any more, and it
+		// applies nobody's: drop both consumers so no stream keeps
+		// messages for it.
+		if err := a.layout.DeleteConsumer(ctx, m.Name, self.Name); err != nil {
+			return err
+		}
+		return a.layout.DeleteConsumer(ctx, self.Name, m.Name)
+	}
+	return a.startApply(ctx, g, self, m)
+}
+
+func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Member) error {
 	a.mu.Lock()
 	_, running := a.appliers[m.Name]
 	a.mu.Unlock()
@@ -246,10 +287,35 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 	if err != nil {
 		return err
 	}
+	wctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
-	a.appliers[m.Name] = w
+	a.appliers[m.Name] = &applier{w: w, key: stream.NodeKey(m.Name), cancel: cancel}
 	a.mu.Unlock()
-	g.Go(func() error { return w.Run(ctx) })
+	g.Go(func() error { return w.Run(wctx) })
 	a.log.Info("apply worker started", "origin", m.Name)
 	return nil
+}
+
+func (a *Agent) stopApply(origin string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ap, ok := a.appliers[origin]; ok {
+		ap.cancel()
+		delete(a.appliers, origin)
+		a.log.Info("apply worker stopped", "origin", origin)
+	}
+}
+
+func (a *Agent) stopApplyKey(key string) {
+	a.mu.Lock()
+	var origin string
+	for name, ap := range a.appliers {
+		if ap.key == key {
+			origin = name
+		}
+	}
+	a.mu.Unlock()
+	if origin != "" {
+		a.stopApply(origin)
+	}
 }

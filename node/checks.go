@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,34 +28,52 @@ type Identity struct {
 func Connect(ctx context.Context, dsn, node string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("node %q: the connection string is not valid (use a libpq key=value string or a postgres:// URL): %w", node, redactParseError(err))
+		return nil, fmt.Errorf("%s: the connection string is not valid (use a libpq key=value string or a postgres:// URL): %w", label(node, ""), redactParseError(err))
 	}
+	node = label(node, cfg.Database)
 	cfg.RuntimeParams["application_name"] = "pgactive:agent"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
-			return nil, fmt.Errorf("node %q: authentication failed for user %q: check the password in the user mapping or DSN: %w", node, cfg.User, err)
+			return nil, fmt.Errorf("%s: authentication failed for user %q: check the password in the user mapping or DSN: %w", node, cfg.User, err)
 		}
 		if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
-			return nil, fmt.Errorf("node %q: database %q does not exist: create it or fix dbname: %w", node, cfg.Database, err)
+			return nil, fmt.Errorf("%s: database %q does not exist: create it or fix dbname: %w", node, cfg.Database, err)
 		}
-		return nil, fmt.Errorf("node %q: cannot connect to %s:%d (is PostgreSQL running and are host and port right?): %w", node, cfg.Host, cfg.Port, err)
+		return nil, fmt.Errorf("%s: cannot connect to %s:%d (is PostgreSQL running and are host and port right?): %w", node, cfg.Host, cfg.Port, err)
 	}
 	return conn, nil
 }
 
-// redactParseError drops pgconn's parse error text, which may quote the DSN.
+// label names a node in messages, or its database while it has no name yet.
+func label(node, db string) string {
+	if node != "" {
+		return fmt.Sprintf("node %q", node)
+	}
+	if db != "" {
+		return fmt.Sprintf("database %q", db)
+	}
+	return "database"
+}
+
+// redactParseError keeps pgconn's reason and drops the quoted connection
+// string, which may hold a password.
 func redactParseError(err error) error {
 	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
-		return errors.New(pe.Unwrap().Error())
+	if !errors.As(err, &pe) {
+		return err
 	}
-	return err
+	msg := pe.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	return errors.New(msg)
 }
 
 // Check verifies the settings replication needs and returns the node's identity.
 func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
+	node = label(node, conn.Config().Database)
 	var walLevel, commitTS string
 	var maxSlots, usedSlots, maxSenders, usedSenders int
 	var super bool
@@ -65,19 +84,19 @@ func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 		FROM pg_roles r WHERE r.rolname = current_user`).Scan(
 		&walLevel, &commitTS, &maxSlots, &usedSlots, &maxSenders, &usedSenders, &super)
 	if err != nil {
-		return Identity{}, fmt.Errorf("node %q: read settings: %w", node, err)
+		return Identity{}, fmt.Errorf("%s: read settings: %w", node, err)
 	}
 	switch {
 	case walLevel != "logical":
-		return Identity{}, fmt.Errorf("%w: node %q has wal_level = %s: set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrNotReady, node, walLevel)
+		return Identity{}, fmt.Errorf("%w: %s has wal_level = %s: set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrNotReady, node, walLevel)
 	case commitTS != "on":
-		return Identity{}, fmt.Errorf("%w: node %q has track_commit_timestamp = %s: set track_commit_timestamp = on in postgresql.conf and restart PostgreSQL (conflict resolution needs commit times)", ErrNotReady, node, commitTS)
+		return Identity{}, fmt.Errorf("%w: %s has track_commit_timestamp = %s: set track_commit_timestamp = on in postgresql.conf and restart PostgreSQL (conflict resolution needs commit times)", ErrNotReady, node, commitTS)
 	case maxSlots < 1:
-		return Identity{}, fmt.Errorf("%w: node %q has max_replication_slots = %d with %d in use: raise max_replication_slots and restart PostgreSQL", ErrNotReady, node, maxSlots, usedSlots)
+		return Identity{}, fmt.Errorf("%w: %s has max_replication_slots = %d with %d in use: raise max_replication_slots and restart PostgreSQL", ErrNotReady, node, maxSlots, usedSlots)
 	case maxSenders <= usedSenders:
-		return Identity{}, fmt.Errorf("%w: node %q has max_wal_senders = %d with %d in use: raise max_wal_senders and restart PostgreSQL", ErrNotReady, node, maxSenders, usedSenders)
+		return Identity{}, fmt.Errorf("%w: %s has max_wal_senders = %d with %d in use: raise max_wal_senders and restart PostgreSQL", ErrNotReady, node, maxSenders, usedSenders)
 	case !super:
-		return Identity{}, fmt.Errorf("%w: node %q: the agent's role must be a superuser (it sets up replication origins and slots); connect as a superuser", ErrNotReady, node)
+		return Identity{}, fmt.Errorf("%w: %s: the agent's role must be a superuser (it sets up replication origins and slots); connect as a superuser", ErrNotReady, node)
 	}
 	var id Identity
 	var sysid string
@@ -85,10 +104,10 @@ func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 		FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d WHERE d.datname = current_database()`).
 		Scan(&sysid, &id.Timeline, &id.DBOID, &id.DBName)
 	if err != nil {
-		return Identity{}, fmt.Errorf("node %q: read system identifier: %w", node, err)
+		return Identity{}, fmt.Errorf("%s: read system identifier: %w", node, err)
 	}
 	if id.SysID, err = strconv.ParseUint(sysid, 10, 64); err != nil {
-		return Identity{}, fmt.Errorf("node %q: system identifier %q: %w", node, sysid, err)
+		return Identity{}, fmt.Errorf("%s: system identifier %q: %w", node, sysid, err)
 	}
 	return id, nil
 }

@@ -95,15 +95,12 @@ func RedactDSN(dsn string) string {
 		}
 		return redactQuery(dsn)
 	}
-	fields := strings.Fields(dsn)
-	out := fields[:0]
-	for _, f := range fields {
-		if strings.HasPrefix(strings.ToLower(f), "password=") {
-			continue
-		}
-		out = append(out, f)
+	kv, err := parseKeyValues(dsn)
+	if err != nil {
+		return "[unparsable DSN]"
 	}
-	return strings.Join(out, " ")
+	delete(kv, "password")
+	return formatKeyValues(kv)
 }
 
 func redactQuery(url string) string {

@@ -1,0 +1,66 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgactive-go/pgactive/node"
+)
+
+// runAgentOnce runs an agent for cfg and returns the error it stops with.
+func runAgentOnce(t *testing.T, natsURL string, cfg node.Config) error {
+	t.Helper()
+	nc, js := ConnectNATS(t, natsURL)
+	a, err := node.NewAgent(cfg, nc, js, TestLogger())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return a.Run(ctx)
+}
+
+// TestStartupChecks: a database that cannot take part is refused with an
+// error naming the fix, and a password never appears in it.
+func TestStartupChecks(t *testing.T) {
+	ns := StartNATS(t)
+	replica := StartPostgres(t, WithSetting("wal_level", "replica"))
+	noTS := StartPostgres(t, WithSetting("track_commit_timestamp", "off"))
+	good := StartPostgres(t)
+	good.CreateDatabase(t, "app")
+	wrongPassword := strings.Replace(good.DSN("app"), "password="+good.Password, "password=not-the-password", 1)
+	unreachable := "host=127.0.0.1 port=1 user=postgres dbname=app connect_timeout=5 password=" + good.Password
+
+	tests := []struct {
+		name     string
+		dsn      string
+		want     string
+		sentinel error
+	}{
+		{"wal_level", replica.DSN("postgres"), "set wal_level = logical in postgresql.conf and restart PostgreSQL", node.ErrNotReady},
+		{"track_commit_timestamp", noTS.DSN("postgres"), "set track_commit_timestamp = on", node.ErrNotReady},
+		{"wrong password", wrongPassword, "check the password in the user mapping or DSN", nil},
+		{"missing database", good.DSN("nope"), `database "nope" does not exist`, nil},
+		{"unreachable", unreachable, "is PostgreSQL running and are host and port right?", nil},
+		{"bad DSN", "host=127.0.0.1 password='x", "connection string is not valid", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runAgentOnce(t, ns.URL(), node.Config{Group: "app", Node: "n1", DSN: tt.dsn})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.want)
+			}
+			if tt.sentinel != nil && !errors.Is(err, tt.sentinel) {
+				t.Fatalf("got error %v, want errors.Is %v", err, tt.sentinel)
+			}
+			for _, secret := range []string{good.Password, replica.Password, noTS.Password, "not-the-password"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error reveals a password: %v", err)
+				}
+			}
+		})
+	}
+}
