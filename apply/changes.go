@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgactive-go/pgactive/stream"
@@ -54,7 +53,7 @@ func (s *session) resolveTables(txn *stream.Txn) ([]*table, error) {
 		key := rel.QualifiedName()
 		t, ok := s.tables[key]
 		if !ok || !t.sameShape(rel) {
-			t = newTable(*rel)
+			t = newTable(*rel, s.roident)
 			s.tables[key] = t
 		}
 		out[i] = t
@@ -111,7 +110,12 @@ func statement(c *stream.Change, tables []*table) (string, [][]byte, error) {
 	if c.Op == stream.OpTruncate {
 		return truncateSQL(c, tables), nil, nil
 	}
-	t := tables[c.Rel]
+	return rowStatement(c, tables[c.Rel], false)
+}
+
+// rowStatement renders an insert, update or delete of table t. Updates and
+// deletes touch only rows last written by the worker's origin, unless anyRow.
+func rowStatement(c *stream.Change, t *table, anyRow bool) (string, [][]byte, error) {
 	switch c.Op {
 	case stream.OpInsert:
 		params := make([][]byte, len(c.New))
@@ -123,7 +127,7 @@ func statement(c *stream.Change, tables []*table) (string, [][]byte, error) {
 		if len(t.keys) == 0 {
 			return "", nil, fmt.Errorf("table %s has no replica identity on the origin: add a primary key", t.name)
 		}
-		sql, set := t.updateSQL(c.New)
+		sql, set := t.updateSQLFor(c.New, anyRow)
 		params := t.keyParams(oldKey(c), make([][]byte, 0, len(t.keys)+len(set)))
 		for _, i := range set {
 			params = append(params, param(c.New[i]))
@@ -133,7 +137,11 @@ func statement(c *stream.Change, tables []*table) (string, [][]byte, error) {
 		if len(t.keys) == 0 {
 			return "", nil, fmt.Errorf("table %s has no replica identity on the origin: add a primary key", t.name)
 		}
-		return t.delete, t.keyParams(c.Old, nil), nil
+		sql := t.delete
+		if anyRow {
+			sql = t.deleteAny
+		}
+		return sql, t.keyParams(c.Old, nil), nil
 	}
 	return "", nil, fmt.Errorf("unknown op %v", c.Op)
 }
@@ -159,5 +167,3 @@ func isRowStateError(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" // unique_violation
 }
-
-var _ = pgx.Identifier{}

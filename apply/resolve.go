@@ -2,13 +2,330 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgactive-go/pgactive/conflicts"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
-// slowPath applies a chunk change by change, resolving rows that are not in
-// the state the origin left them in.
+// localRow is the local version of the row a change targets.
+type localRow struct {
+	exists     bool
+	xmin       string
+	tuple      string // the row as JSON
+	commitTime *time.Time
+	roident    *uint32
+}
+
+// readLocal locks and reads the local row with the change's key.
+func (s *session) readLocal(ctx context.Context, t *table, key stream.Tuple) (localRow, error) {
+	sql := "SELECT x.xmin::text, row_to_json(x)::text, c.timestamp, c.roident FROM " + t.name +
+		" x LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true WHERE " + t.whereAlias("x", 1) + " FOR UPDATE OF x"
+	var r localRow
+	err := s.conn.QueryRow(ctx, sql, keyArgs(t, key)...).Scan(&r.xmin, &r.tuple, &r.commitTime, &r.roident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return localRow{}, nil
+	}
+	if err != nil {
+		return localRow{}, fmt.Errorf("read local row of %s: %w", t.name, err)
+	}
+	r.exists = true
+	return r, nil
+}
+
+// keyArgs passes key values as text to be cast by the server.
+func keyArgs(t *table, key stream.Tuple) []any {
+	args := make([]any, 0, len(t.keys))
+	for _, k := range t.keys {
+		if key[k].Kind == stream.DatumNull {
+			args = append(args, nil)
+			continue
+		}
+		args = append(args, string(key[k].Data))
+	}
+	return args
+}
+
+// version turns a local row into what the decision function needs.
+func (s *session) version(r localRow, in conflicts.Change) conflicts.Version {
+	if !r.exists {
+		return conflicts.Version{}
+	}
+	if r.commitTime == nil || r.roident == nil || s.copies[*r.roident] {
+		// Written earlier in this transaction (not committed yet), before
+		// commit timestamps were tracked, or by an initial copy (older than
+		// anything still to come): take it as the incoming origin's.
+		return conflicts.Version{Exists: true, CommitTime: in.CommitTime, Origin: in.Origin}
+	}
+	return conflicts.Version{Exists: true, CommitTime: *r.commitTime, Origin: s.originNode(*r.roident)}
+}
+
+// originNode maps a replication origin id to the node it applies; 0 is this node.
+func (s *session) originNode(roident uint32) conflicts.NodeID {
+	if roident == 0 {
+		return conflicts.NodeID(s.w.cfg.TargetSysID)
+	}
+	if id, ok := s.origins[roident]; ok {
+		return conflicts.NodeID(id)
+	}
+	return 1 // rows of an initial copy: older than any node's change
+}
+
+// loadOrigins maps this database's replication origins to member sysids.
+func (s *session) loadOrigins(ctx context.Context) error {
+	s.origins = map[uint32]uint64{}
+	rows, err := s.conn.Query(ctx, `SELECT roident, roname FROM pg_replication_origin`)
+	if err != nil {
+		return fmt.Errorf("read replication origins: %w", err)
+	}
+	names := map[string]uint32{}
+	s.copies = map[uint32]bool{}
+	copyPrefix := OriginName(s.w.cfg.Group, "copy") + "_"
+	for rows.Next() {
+		var id uint32
+		var name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return err
+		}
+		names[name] = id
+		if strings.HasPrefix(name, copyPrefix) {
+			s.copies[id] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read replication origins: %w", err)
+	}
+	members := map[string]uint64{s.w.cfg.Origin: s.w.cfg.OriginSysID}
+	if s.w.cfg.Members != nil {
+		for name, id := range s.w.cfg.Members() {
+			members[name] = id
+		}
+	}
+	for node, sysid := range members {
+		if id, ok := names[OriginName(s.w.cfg.Group, node)]; ok {
+			s.origins[id] = sysid
+		}
+	}
+	s.roident = names[OriginName(s.w.cfg.Group, s.w.cfg.Origin)]
+	return s.conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL`).Scan(&s.history)
+}
+
+// slowPath applies a chunk change by change: each row is locked and read,
+// the conflicts package decides, and conflicts are recorded.
 func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table) error {
-	return fmt.Errorf("transaction %s: a row was missing or already present; conflict resolution is not available", txn.CommitLSN)
+	in := conflicts.Change{CommitTime: txn.Time(), Origin: conflicts.NodeID(txn.OriginSysID)}
+	self := conflicts.NodeID(s.w.cfg.TargetSysID)
+	for i := range txn.Changes {
+		c := &txn.Changes[i]
+		if c.Op == stream.OpTruncate {
+			if _, err := s.conn.Exec(ctx, truncateSQL(c, tables)); err != nil {
+				return fmt.Errorf("truncate: %w", err)
+			}
+			continue
+		}
+		t := tables[c.Rel]
+		if len(t.keys) == 0 {
+			return fmt.Errorf("table %s has no replica identity on the origin: add a primary key", t.name)
+		}
+		local, err := s.readLocal(ctx, t, oldKey(c))
+		if err != nil {
+			return err
+		}
+		in.Op, in.FullRow = opOf(c.Op), fullRow(c.New)
+		d := conflicts.Decide(s.version(local, in), in, self)
+		if d.Action == conflicts.Retry {
+			return conflicts.NewConflict(t.name, keyText(t, oldKey(c)), s.version(local, in), in, d)
+		}
+		if err := s.act(ctx, d.Action, c, t); err != nil {
+			return err
+		}
+		if d.Conflict {
+			s.w.status.countConflict(string(d.Type))
+			if err := s.record(ctx, s.conn, txn, t, c, local, d, nil); err != nil {
+				return err
+			}
+		}
+	}
+	s.w.status.Changes.Add(uint64(len(txn.Changes)))
+	return nil
+}
+
+func opOf(op stream.Op) conflicts.Op {
+	switch op {
+	case stream.OpInsert:
+		return conflicts.Insert
+	case stream.OpUpdate:
+		return conflicts.Update
+	}
+	return conflicts.Delete
+}
+
+func fullRow(t stream.Tuple) bool {
+	for _, d := range t {
+		if d.Kind == stream.DatumUnchanged {
+			return false
+		}
+	}
+	return len(t) > 0
+}
+
+// act carries out a decision on one change.
+func (s *session) act(ctx context.Context, a conflicts.Action, c *stream.Change, t *table) error {
+	var sql string
+	var params [][]byte
+	switch a {
+	case conflicts.Skip, conflicts.Keep:
+		return nil
+	case conflicts.ApplyAsIs:
+		var err error
+		if sql, params, err = rowStatement(c, t, true); err != nil {
+			return err
+		}
+	case conflicts.ApplyAsUpdate: // an insert over an older row
+		var set []int
+		sql, set = t.updateSQLFor(c.New, true)
+		params = t.keyParams(c.New, nil)
+		for _, i := range set {
+			params = append(params, param(c.New[i]))
+		}
+	case conflicts.ApplyAsInsert: // an update whose row is missing
+		sql = t.insert
+		for _, d := range c.New {
+			params = append(params, param(d))
+		}
+	default:
+		return fmt.Errorf("unexpected decision %v", a)
+	}
+	tag, err := s.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Close()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", c.Op, t.name, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("%s %s: %d rows affected, want 1", c.Op, t.name, tag.RowsAffected())
+	}
+	return nil
+}
+
+// keyText renders a key for messages: the key values joined by commas.
+func keyText(t *table, key stream.Tuple) string {
+	out := ""
+	for i, k := range t.keys {
+		if i > 0 {
+			out += ","
+		}
+		if key[k].Kind == stream.DatumNull {
+			out += "NULL"
+		} else {
+			out += string(key[k].Data)
+		}
+	}
+	return out
+}
+
+// tupleJSON renders a remote tuple as a JSON object of its text values.
+func tupleJSON(rel *stream.Relation, tuple stream.Tuple) string {
+	if len(tuple) == 0 {
+		return ""
+	}
+	m := make(map[string]any, len(tuple))
+	for i, d := range tuple {
+		switch d.Kind {
+		case stream.DatumNull:
+			m[rel.Columns[i].Name] = nil
+		case stream.DatumText:
+			m[rel.Columns[i].Name] = string(d.Data)
+		}
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// record writes one row of pgactive_conflict_history through conn: the
+// apply connection inside the applied transaction for a resolved conflict,
+// or a separate connection for an apply error (the applied transaction was
+// rolled back, and a commit on the apply connection would move the origin).
+func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t *table, c *stream.Change, local localRow, d conflicts.Decision, cause error) error {
+	if !s.history {
+		return nil
+	}
+	remote := c.New
+	if c.Op == stream.OpDelete {
+		remote = c.Old
+	}
+	var localTuple, localXmin, localOrigin, remoteTuple *string
+	var localCommit *time.Time
+	if local.exists {
+		localTuple, localXmin, localCommit = &local.tuple, &local.xmin, local.commitTime
+		if local.roident != nil {
+			o := strconv.FormatUint(uint64(s.originNode(*local.roident)), 10)
+			localOrigin = &o
+		}
+	}
+	if rt := tupleJSON(&t.rel, remote); rt != "" {
+		remoteTuple = &rt
+	}
+	e := errorColumns(cause)
+	_, err := conn.Exec(ctx, `INSERT INTO pgactive.pgactive_conflict_history (
+		local_node_sysid, local_conflict_xid, local_conflict_lsn, local_conflict_time, object_schema, object_name,
+		remote_node_sysid, remote_txid, remote_commit_time, remote_commit_lsn, conflict_type, conflict_resolution,
+		local_tuple, remote_tuple, local_tuple_xmin, local_tuple_origin_sysid,
+		error_message, error_sqlstate, error_querystring, error_cursorpos, error_detail, error_hint, error_context,
+		error_columnname, error_typename, error_constraintname, error_filename, error_lineno, error_funcname,
+		remote_node_timeline, remote_node_dboid, local_commit_time)
+		VALUES ($1, coalesce(xid(pg_current_xact_id_if_assigned()), '0'::xid), pg_current_wal_lsn(), now(), $2, $3,
+		$4, $5::text::xid, $6, $7::text::pg_lsn, $8, $9,
+		$10::json, $11::json, $12::xid, $13,
+		$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+		NULL, NULL, $27)`,
+		strconv.FormatUint(s.w.cfg.TargetSysID, 10), t.rel.Schema, t.rel.Table,
+		strconv.FormatUint(txn.OriginSysID, 10), strconv.FormatUint(uint64(txn.XID), 10), txn.Time(), txn.CommitLSN.String(),
+		string(d.Type), string(d.Resolution),
+		localTuple, remoteTuple, localXmin, localOrigin,
+		e.message, e.sqlstate, e.query, e.cursor, e.detail, e.hint, e.context,
+		e.column, e.typ, e.constraint, e.file, e.line, e.funcname, localCommit)
+	if err != nil {
+		return fmt.Errorf("record %s conflict on %s: %w", d.Type, t.name, err)
+	}
+	return nil
+}
+
+// errorFields are the error_* columns of a history row.
+type errorFields struct {
+	message, sqlstate, query, detail, hint, context, column, typ, constraint, file, funcname *string
+	cursor, line                                                                          *int32
+}
+
+func errorColumns(cause error) errorFields {
+	var e errorFields
+	if cause == nil {
+		return e
+	}
+	str := func(v string) *string {
+		if v == "" {
+			return nil
+		}
+		return &v
+	}
+	e.message = str(cause.Error())
+	var pe *pgconn.PgError
+	if errors.As(cause, &pe) {
+		e.message, e.sqlstate, e.detail, e.hint, e.context = str(pe.Message), str(pe.Code), str(pe.Detail), str(pe.Hint), str(pe.Where)
+		e.query, e.column, e.typ, e.constraint = str(pe.InternalQuery), str(pe.ColumnName), str(pe.DataTypeName), str(pe.ConstraintName)
+		e.file, e.funcname = str(pe.File), str(pe.Routine)
+		if pe.Position > 0 {
+			e.cursor = &pe.Position
+		}
+		if pe.Line > 0 {
+			e.line = &pe.Line
+		}
+	}
+	return e
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgactive-go/pgactive/conflicts"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -29,6 +30,11 @@ type session struct {
 	expected uint64   // next stream sequence to apply
 	held     []string // reply subjects of delivered messages not yet acknowledged, in order
 	lastWPI  time.Time
+
+	roident uint32            // this worker's replication origin
+	origins map[uint32]uint64 // replication origin id → node sysid
+	copies  map[uint32]bool   // origins of an initial copy
+	history bool              // pgactive_conflict_history exists
 
 	open      bool // a chunked transaction is open locally
 	openLSN   pglogrepl.LSN
@@ -142,6 +148,7 @@ func (s *session) apply(ctx context.Context, msg jetstream.Msg, seq uint64, txn 
 	}
 	if err := s.applyChanges(ctx, txn); err != nil {
 		_ = s.rollback(ctx)
+		s.recordAbort(ctx, txn, err)
 		return fmt.Errorf("apply transaction %s from %q: %w", txn.CommitLSN, s.w.cfg.Origin, err)
 	}
 	s.nextChunk++
@@ -229,4 +236,29 @@ func (s *session) abort(ctx context.Context, failed jetstream.Msg, batch jetstre
 		s.held = append(s.held, msg.Reply())
 	}
 	s.release()
+}
+
+// recordAbort records a transaction that could not be applied as an
+// unhandled_tx_abort conflict, on a connection of its own.
+func (s *session) recordAbort(ctx context.Context, txn *stream.Txn, cause error) {
+	s.w.status.countConflict(string(conflicts.UnhandledTxAbort))
+	if !s.history || ctx.Err() != nil {
+		return
+	}
+	conn, err := s.w.connect(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var t *table
+	var c *stream.Change
+	if len(txn.Changes) > 0 && txn.Changes[0].Op != stream.OpTruncate {
+		c = &txn.Changes[0]
+		t = newTable(txn.Relations[c.Rel], s.roident)
+	} else {
+		t, c = &table{}, &stream.Change{}
+	}
+	if err := s.record(ctx, conn, txn, t, c, localRow{}, conflicts.Abort(), cause); err != nil {
+		s.w.log.Warn("could not record an apply error in the conflict history", "err", err)
+	}
 }

@@ -15,12 +15,20 @@ type table struct {
 	rel    stream.Relation
 	name   string // quoted schema.table
 	keys   []int  // column indexes of the replica identity
-	insert string
-	delete string
+	insert    string
+	delete    string
+	deleteAny string
 	update map[string]string // by the mask of columns sent (unchanged TOAST values left out)
+	// sameOrigin restricts fast-path updates and deletes to rows last
+	// written by the worker's origin.
+	sameOrigin string
 }
 
-func newTable(rel stream.Relation) *table {
+// newTable builds the statements of a relation. roident is the replication
+// origin of the worker: updates and deletes on the fast path only touch rows
+// last written by that origin (anything else goes through conflict
+// resolution).
+func newTable(rel stream.Relation, roident uint32) *table {
 	t := &table{rel: rel, name: pgx.Identifier{rel.Schema, rel.Table}.Sanitize(), update: map[string]string{}}
 	for i, c := range rel.Columns {
 		if c.Key {
@@ -37,20 +45,29 @@ func newTable(rel stream.Relation) *table {
 		vals.WriteString("$" + strconv.Itoa(i+1))
 	}
 	t.insert = "INSERT INTO " + t.name + " (" + cols.String() + ") VALUES (" + vals.String() + ")"
-	t.delete = "DELETE FROM " + t.name + " WHERE " + t.where(1)
+	t.sameOrigin = " AND (SELECT o.roident FROM pg_xact_commit_timestamp_origin(xmin) o) = " + strconv.FormatUint(uint64(roident), 10)
+	t.deleteAny = "DELETE FROM " + t.name + " WHERE " + t.where(1)
+	t.delete = t.deleteAny + t.sameOrigin
 	return t
 }
 
 func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // where renders the key condition with parameters numbered from first.
-func (t *table) where(first int) string {
+func (t *table) where(first int) string { return t.whereAlias("", first) }
+
+// whereAlias is where with columns qualified by alias.
+func (t *table) whereAlias(alias string, first int) string {
+	prefix := ""
+	if alias != "" {
+		prefix = alias + "."
+	}
 	var b strings.Builder
 	for i, k := range t.keys {
 		if i > 0 {
 			b.WriteString(" AND ")
 		}
-		b.WriteString(quote(t.rel.Columns[k].Name) + " = $" + strconv.Itoa(first+i))
+		b.WriteString(prefix + quote(t.rel.Columns[k].Name) + " = $" + strconv.Itoa(first+i))
 	}
 	return b.String()
 }
@@ -68,10 +85,11 @@ func (t *table) sameShape(rel *stream.Relation) bool {
 	return true
 }
 
-// updateSQL returns the UPDATE for a new tuple, setting every column that was
+// updateSQLFor returns the UPDATE for a new tuple, setting every column that was
 // sent (unchanged TOAST values keep the local value), and the indexes of the
 // columns whose values follow the key parameters.
-func (t *table) updateSQL(newTuple stream.Tuple) (string, []int) {
+// Unless anyRow, only a row last written by the worker's origin is updated.
+func (t *table) updateSQLFor(newTuple stream.Tuple, anyRow bool) (string, []int) {
 	var mask strings.Builder
 	set := make([]int, 0, len(newTuple))
 	for i, d := range newTuple {
@@ -82,7 +100,11 @@ func (t *table) updateSQL(newTuple stream.Tuple) (string, []int) {
 		mask.WriteByte('s')
 		set = append(set, i)
 	}
-	if sql, ok := t.update[mask.String()]; ok {
+	key := mask.String()
+	if anyRow {
+		key += "!"
+	}
+	if sql, ok := t.update[key]; ok {
 		return sql, set
 	}
 	var b strings.Builder
@@ -95,8 +117,9 @@ func (t *table) updateSQL(newTuple stream.Tuple) (string, []int) {
 	}
 	b.WriteString(" WHERE " + t.where(1))
 	sql := b.String()
-	t.update[mask.String()] = sql
-	return sql, set
+	t.update[mask.String()+"!"] = sql // any row: the slow path decided already
+	t.update[mask.String()] = sql + t.sameOrigin
+	return t.update[key], set
 }
 
 // keyParams returns the key values of a tuple as text-format parameters.

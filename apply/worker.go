@@ -24,6 +24,10 @@ type Config struct {
 	Origin      string // origin node name
 	OriginSysID uint64
 	Target      string // this node's name
+	TargetSysID uint64 // this node's sysid
+	// Members returns the group's node names and sysids, to tell which node
+	// last wrote a local row (optional).
+	Members func() map[string]uint64
 	// DSN of this node, credentials resolved. Never logged.
 	DSN string
 	// FetchBytes bounds the bytes fetched from JetStream at once (default 8 MiB).
@@ -35,8 +39,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Group == "" || c.Origin == "" || c.Target == "":
 		return errors.New("apply: group, origin and target names are required")
-	case c.OriginSysID == 0:
-		return errors.New("apply: origin sysid is required")
+	case c.OriginSysID == 0 || c.TargetSysID == 0:
+		return errors.New("apply: origin and target sysids are required")
 	case c.DSN == "":
 		return errors.New("apply: DSN is required")
 	}
@@ -60,6 +64,27 @@ type Status struct {
 	Parked       atomic.Uint64
 	mu           sync.Mutex
 	lastErr      string
+	conflicts    map[string]uint64
+}
+
+// Conflicts returns the number of conflicts detected, by conflict type.
+func (s *Status) Conflicts() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.conflicts))
+	for k, v := range s.conflicts {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Status) countConflict(typ string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conflicts == nil {
+		s.conflicts = map[string]uint64{}
+	}
+	s.conflicts[typ]++
 }
 
 // LastError is the last apply error, or "".
@@ -192,6 +217,9 @@ func (w *Worker) session(ctx context.Context) error {
 	w.status.Running.Store(true)
 	w.log.Info("apply started", "lsn", progress)
 	s := &session{w: w, conn: conn, progress: progress, tables: map[string]*table{}}
+	if err := s.loadOrigins(ctx); err != nil {
+		return err
+	}
 	return s.run(ctx, cons)
 }
 

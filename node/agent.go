@@ -48,6 +48,7 @@ type Agent struct {
 	identity Identity
 	capture  *capture.Capturer
 	appliers map[string]*applier // by origin node name
+	members  map[string]uint64   // node name → sysid, as last seen
 }
 
 type applier struct {
@@ -72,6 +73,7 @@ func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logge
 		log:      log.With("node", cfg.Node, "group", cfg.Group),
 		ready:    make(chan struct{}),
 		appliers: map[string]*applier{},
+		members:  map[string]uint64{},
 	}, nil
 }
 
@@ -253,6 +255,9 @@ func (a *Agent) watchOnce(ctx context.Context, g *errgroup.Group, kv jetstream.K
 
 // memberChanged starts or stops work as a member appears, changes or leaves.
 func (a *Agent) memberChanged(ctx context.Context, g *errgroup.Group, self, m Member) error {
+	a.mu.Lock()
+	a.members[m.Name] = m.SysID
+	a.mu.Unlock()
 	if m.Name == self.Name {
 		if m.Status == StateDetached {
 			return fmt.Errorf("node %q: %w", self.Name, ErrDetached)
@@ -282,8 +287,8 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 	if err := a.link(ctx, self, m); err != nil {
 		return err
 	}
-	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name, DSN: a.cfg.DSN},
-		a.layout, a.nc, a.base)
+	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
+		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs}, a.layout, a.nc, a.base)
 	if err != nil {
 		return err
 	}
@@ -294,6 +299,17 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 	g.Go(func() error { return w.Run(wctx) })
 	a.log.Info("apply worker started", "origin", m.Name)
 	return nil
+}
+
+// memberIDs returns the sysids of the members seen so far.
+func (a *Agent) memberIDs() map[string]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]uint64, len(a.members))
+	for k, v := range a.members {
+		out[k] = v
+	}
+	return out
 }
 
 func (a *Agent) stopApply(origin string) {
