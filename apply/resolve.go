@@ -300,7 +300,7 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 // errorFields are the error_* columns of a history row.
 type errorFields struct {
 	message, sqlstate, query, detail, hint, context, column, typ, constraint, file, funcname *string
-	cursor, line                                                                          *int32
+	cursor, line                                                                             *int32
 }
 
 func errorColumns(cause error) errorFields {

@@ -12,13 +12,13 @@ import (
 // table is what apply knows of one remote relation: quoted names and the
 // statements it uses, built once per relation shape.
 type table struct {
-	rel    stream.Relation
-	name   string // quoted schema.table
-	keys   []int  // column indexes of the replica identity
+	rel       stream.Relation
+	name      string // quoted schema.table
+	keys      []int  // column indexes of the replica identity
 	insert    string
 	delete    string
 	deleteAny string
-	update map[string]string // by the mask of columns sent (unchanged TOAST values left out)
+	update    map[string]string // by the mask of columns sent (unchanged TOAST values left out)
 	// sameOrigin restricts fast-path updates and deletes to rows last
 	// written by the worker's origin.
 	sameOrigin string
