@@ -74,6 +74,11 @@ func (a *Assembler) add(msg pglogrepl.Message) (Event, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		a.relations[m.RelationID] = m
+		if a.inTxn {
+			// Redefined by DDL inside the transaction: later changes of
+			// this chunk use the new definition.
+			delete(a.relIndex, m.RelationID)
+		}
 		return Event{}, nil
 	case *pglogrepl.BeginMessage:
 		if a.inTxn {

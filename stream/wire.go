@@ -114,7 +114,11 @@ func (t Tuple) EncodeMsgpack(enc *msgpack.Encoder) error {
 		case DatumUnchanged:
 			err = enc.EncodeBool(false)
 		default:
-			err = enc.EncodeBytes(d.Data)
+			if d.Data == nil {
+				err = enc.EncodeBytesLen(0) // an empty value, not NULL
+			} else {
+				err = enc.EncodeBytes(d.Data)
+			}
 		}
 		if err != nil {
 			return err
@@ -230,6 +234,9 @@ func Decode(b []byte) (t *Txn, err error) {
 			t, err = nil, fmt.Errorf("%w: %v", ErrMalformed, r)
 		}
 	}()
+	if err := checkShape(b); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
 	var out Txn
 	if err := msgpack.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -366,6 +373,9 @@ func ParseMsgID(id string) (sysid uint64, lsn pglogrepl.LSN, chunk int, ok bool)
 		if chunk, err = strconv.Atoi(parts[2]); err != nil || chunk <= 0 {
 			return 0, 0, 0, false
 		}
+	}
+	if (&Txn{OriginSysID: sysid, CommitLSN: lsn, Chunk: chunk}).MsgID() != id {
+		return 0, 0, 0, false // not in canonical form
 	}
 	return sysid, lsn, chunk, true
 }

@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgactive-go/pgactive/extension"
+	"github.com/pgactive-go/pgactive/node"
+)
+
+const productsSchema = `
+CREATE SCHEMA inventory;
+CREATE TABLE inventory.products (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  product_name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP
+);`
+
+// createSchema creates the pgactive objects (conflict history and the rest)
+// in a database, as `pgactive run --create-schema` does.
+func createSchema(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	if err := extension.CreateSchema(context.Background(), conn); err != nil {
+		t.Fatalf("create pgactive schema: %v", err)
+	}
+}
+
+type conflictRow struct {
+	Type, Resolution, Schema, Table string
+	LocalTuple, RemoteTuple         map[string]any
+	RemoteSysID, LocalSysID         string
+	LocalOrigin                     *string
+}
+
+func conflictRows(t *testing.T, conn *pgx.Conn) []conflictRow {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `SELECT conflict_type::text, conflict_resolution::text, object_schema, object_name,
+		coalesce(local_tuple::text, 'null'), coalesce(remote_tuple::text, 'null'), remote_node_sysid, local_node_sysid, local_tuple_origin_sysid
+		FROM pgactive.pgactive_conflict_history ORDER BY conflict_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []conflictRow
+	for rows.Next() {
+		var r conflictRow
+		var lt, rt string
+		if err := rows.Scan(&r.Type, &r.Resolution, &r.Schema, &r.Table, &lt, &rt, &r.RemoteSysID, &r.LocalSysID, &r.LocalOrigin); err != nil {
+			t.Fatal(err)
+		}
+		_ = json.Unmarshal([]byte(lt), &r.LocalTuple)
+		_ = json.Unmarshal([]byte(rt), &r.RemoteTuple)
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestConflictSeedExample is the quick start's conflict: endpoint1 renames
+// soap to sapone, then endpoint2 renames it to savon while the two cannot
+// reach each other. When replication resumes both hold savon, and each node
+// recorded the conflict from its side.
+func TestConflictSeedExample(t *testing.T) {
+	ns := StartNATS(t)
+	var pgs [2]*Postgres
+	var conns [2]*pgx.Conn
+	for i := range pgs {
+		pgs[i] = StartPostgres(t)
+		pgs[i].CreateDatabase(t, "app")
+		pgs[i].Exec(t, "app", productsSchema)
+		conns[i] = pgs[i].Connect(t, "app")
+		createSchema(t, conns[i])
+	}
+	cfgs := [2]node.Config{
+		{Group: "app", Node: "endpoint1-app", DSN: pgs[0].DSN("app")},
+		{Group: "app", Node: "endpoint2-app", DSN: pgs[1].DSN("app")},
+	}
+	a1 := StartAgent(t, ns.URL(), cfgs[0])
+	a2 := StartAgent(t, ns.URL(), cfgs[1])
+	WaitAppliers(t, a1, "endpoint2-app")
+	WaitAppliers(t, a2, "endpoint1-app")
+	mustExec(t, conns[0], `INSERT INTO inventory.products (product_name) VALUES ('soap'), ('shampoo'), ('conditioner')`)
+	WaitSameRows(t, 30*time.Second, "inventory.products", conns[0], conns[1])
+
+	a1.Stop()
+	a2.Stop()
+	mustExec(t, conns[0], `UPDATE inventory.products SET product_name = 'sapone' WHERE product_name = 'soap'`)
+	mustExec(t, conns[1], `UPDATE inventory.products SET product_name = 'savon' WHERE product_name = 'soap'`)
+
+	a1 = StartAgent(t, ns.URL(), cfgs[0])
+	a2 = StartAgent(t, ns.URL(), cfgs[1])
+	WaitSameRows(t, time.Minute, "inventory.products", conns[0], conns[1])
+	if got := count(t, conns[0], `SELECT count(*) FROM inventory.products WHERE product_name = 'savon'`); got != 1 {
+		t.Fatalf("rows named savon on endpoint1: got %d, want 1 (the later update wins)", got)
+	}
+
+	sysid := func(a *Agent) string { return itoa(a.Identity().SysID) }
+	checks := []struct {
+		conn       *pgx.Conn
+		resolution string
+		local      string
+		remote     string
+		remoteNode string
+		localNode  string
+	}{
+		{conns[0], "last_update_wins_keep_remote", "sapone", "savon", sysid(a2), sysid(a1)},
+		{conns[1], "last_update_wins_keep_local", "savon", "sapone", sysid(a1), sysid(a2)},
+	}
+	for i, c := range checks {
+		var rows []conflictRow
+		WaitFor(t, 30*time.Second, "the conflict recorded", func() (bool, error) {
+			rows = conflictRows(t, c.conn)
+			return len(rows) > 0, nil
+		})
+		if len(rows) != 1 {
+			t.Fatalf("endpoint%d: got %d conflict rows, want 1: %+v", i+1, len(rows), rows)
+		}
+		r := rows[0]
+		if r.Type != "update_update" || r.Resolution != c.resolution {
+			t.Errorf("endpoint%d: got %s/%s, want update_update/%s", i+1, r.Type, r.Resolution, c.resolution)
+		}
+		if r.Schema != "inventory" || r.Table != "products" {
+			t.Errorf("endpoint%d: object %s.%s, want inventory.products", i+1, r.Schema, r.Table)
+		}
+		if r.LocalTuple["product_name"] != c.local || r.RemoteTuple["product_name"] != c.remote {
+			t.Errorf("endpoint%d: tuples local=%v remote=%v, want product_name %s and %s", i+1, r.LocalTuple, r.RemoteTuple, c.local, c.remote)
+		}
+		if r.RemoteSysID != c.remoteNode || r.LocalSysID != c.localNode || r.LocalOrigin == nil || *r.LocalOrigin != c.localNode {
+			t.Errorf("endpoint%d: sysids remote=%s local=%s local origin=%v, want %s, %s, %s", i+1, r.RemoteSysID, r.LocalSysID, r.LocalOrigin, c.remoteNode, c.localNode, c.localNode)
+		}
+	}
+}
+
+// TestConflictInsertInsert: both nodes insert the same key while apart; the
+// later insert wins on both.
+func TestConflictInsertInsert(t *testing.T) {
+	ns := StartNATS(t)
+	var pgs [2]*Postgres
+	var conns [2]*pgx.Conn
+	var cfgs [2]node.Config
+	for i := range pgs {
+		pgs[i] = StartPostgres(t)
+		pgs[i].CreateDatabase(t, "app")
+		pgs[i].Exec(t, "app", itemsSchema)
+		conns[i] = pgs[i].Connect(t, "app")
+		createSchema(t, conns[i])
+		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
+	}
+	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
+	WaitAppliers(t, a[0], "n2")
+	WaitAppliers(t, a[1], "n1")
+	a[0].Stop()
+	a[1].Stop()
+	mustExec(t, conns[0], `INSERT INTO items VALUES (1, 'first', 1)`)
+	mustExec(t, conns[1], `INSERT INTO items VALUES (1, 'second', 2)`)
+	StartAgent(t, ns.URL(), cfgs[0])
+	StartAgent(t, ns.URL(), cfgs[1])
+	WaitSameRows(t, time.Minute, "items", conns[0], conns[1])
+	if got := count(t, conns[0], `SELECT n FROM items WHERE id = 1`); got != 2 {
+		t.Fatalf("winner: got n=%d, want 2 (the later insert)", got)
+	}
+	for _, c := range conns {
+		WaitFor(t, 30*time.Second, "insert_insert recorded", func() (bool, error) {
+			rows := conflictRows(t, c)
+			return len(rows) == 1 && rows[0].Type == "insert_insert", nil
+		})
+	}
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
