@@ -52,6 +52,11 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			s.release()
 			return nil
 		}
+		if s.w.cfg.Paused != nil && s.w.cfg.Paused() && !s.open {
+			s.keepHeld()
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxBytes(s.w.cfg.FetchBytes), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			s.release()

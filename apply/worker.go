@@ -32,6 +32,9 @@ type Config struct {
 	DSN string
 	// FetchBytes bounds the bytes fetched from JetStream at once (default 8 MiB).
 	FetchBytes int
+	// Paused, when set and true, holds apply between transactions
+	// (pgactive_apply_pause()).
+	Paused func() bool
 }
 
 // Validate reports a configuration apply cannot run with.

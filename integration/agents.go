@@ -93,3 +93,33 @@ func WaitAppliers(t testing.TB, a *Agent, origins ...string) {
 		return true, nil
 	})
 }
+
+// Controller is a `pgactive run` agent for one database, running in the
+// test process: it waits for the extension and serves the SQL functions.
+type Controller struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartController runs the controller of database dsn until the test ends
+// (or Stop). It returns at once: the controller attaches by itself.
+func StartController(t testing.TB, natsURL, dsn string) *Controller {
+	t.Helper()
+	nc, js := ConnectNATS(t, natsURL)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Controller{cancel: cancel, done: make(chan error, 1)}
+	ctl := node.NewController(node.ControllerConfig{DSN: dsn, NC: nc, JS: js, Replicas: 1, Log: TestLogger()})
+	go func() { c.done <- ctl.Run(ctx) }()
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Stop stops the controller and its agent.
+func (c *Controller) Stop() {
+	c.cancel()
+	select {
+	case err := <-c.done:
+		c.done <- err
+	case <-time.After(time.Minute):
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,7 +50,12 @@ type Agent struct {
 	capture  *capture.Capturer
 	appliers map[string]*applier // by origin node name
 	members  map[string]uint64   // node name → sysid, as last seen
+	paused   atomic.Bool
 }
+
+// SetPaused holds (true) or resumes (false) every apply worker of the node
+// between transactions.
+func (a *Agent) SetPaused(p bool) { a.paused.Store(p) }
 
 type applier struct {
 	w      *apply.Worker
@@ -149,13 +155,13 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 			return Member{}, nil, fmt.Errorf("node name %q is already used by another database (sysid %d) in group %q: choose another node name", a.cfg.Node, m.SysID, a.cfg.Group)
 		}
 	}
-	self := Member{Name: a.cfg.Node, Group: a.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,
-		DBOID: id.DBOID, DBName: id.DBName, Status: StateReady, DSN: RedactDSN(a.cfg.DSN)}
-	if err := PutMember(ctx, kv, self); err != nil {
-		return Member{}, nil, err
-	}
 	members, err := Members(ctx, kv)
 	if err != nil {
+		return Member{}, nil, err
+	}
+	self := Member{Name: a.cfg.Node, Group: a.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,
+		DBOID: id.DBOID, DBName: id.DBName, Status: StateReady, DSN: RedactDSN(a.cfg.DSN), SeqID: seqID(members, a.cfg.Node)}
+	if err := PutMember(ctx, kv, self); err != nil {
 		return Member{}, nil, err
 	}
 	for _, m := range members {
@@ -288,7 +294,7 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 		return err
 	}
 	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
-		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs}, a.layout, a.nc, a.base)
+		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load}, a.layout, a.nc, a.base)
 	if err != nil {
 		return err
 	}

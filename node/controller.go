@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -47,6 +48,7 @@ type Controller struct {
 	agentCancel context.CancelFunc // also stops the mirror
 	agentDone   chan error
 	group       string // group of the running (or last run) agent
+	node        string // its node name
 }
 
 // NewController returns a controller for cfg.
@@ -80,7 +82,19 @@ func (c *Controller) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if !schemaGone(err) {
+				return err
+			}
+			// DROP EXTENSION pgactive: stop, finish a removal whose request
+			// went with the schema, and wait for the extension again.
+			c.vanished(ctx)
+			if err := c.waitForExtension(ctx); err != nil {
+				return err
+			}
+			if _, err := conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
+				return fmt.Errorf("listen for requests: %w", err)
+			}
+			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := conn.WaitForNotification(wctx)
@@ -157,6 +171,14 @@ func (c *Controller) step(ctx context.Context) error {
 	if err := c.checkAgent(ctx); err != nil {
 		return err
 	}
+	if c.agent != nil {
+		var paused bool
+		err := c.conn.QueryRow(ctx, `SELECT coalesce(bool_or(paused), false) FROM pgactive.pgactive_apply_state`).Scan(&paused)
+		if err != nil {
+			return fmt.Errorf("read apply state: %w", err)
+		}
+		c.agent.SetPaused(paused)
+	}
 	for {
 		req, err := c.nextRequest(ctx)
 		if err != nil || req == nil {
@@ -215,6 +237,8 @@ func (c *Controller) carryOut(ctx context.Context, r *request) error {
 	switch r.Kind {
 	case "create_group":
 		return c.createGroup(ctx)
+	case "join_group":
+		return c.joinGroup(ctx, r.Args)
 	case "detach_nodes":
 		return c.detachNodes(ctx, r.Args)
 	case "remove":
@@ -262,4 +286,23 @@ func (c *Controller) createGroup(ctx context.Context) error {
 		}
 	}
 	return c.startAgent(ctx, n)
+}
+
+// schemaGone reports errors meaning the pgactive objects were dropped.
+func schemaGone(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000" || pe.Code == "42883")
+}
+
+// vanished handles the pgactive schema disappearing under a running node.
+func (c *Controller) vanished(ctx context.Context) {
+	name := c.node
+	c.stopAgent()
+	if c.group == "" || name == "" {
+		return
+	}
+	c.log.Info("the pgactive extension was dropped; removing this node from NATS", "node", name)
+	if err := c.remove(ctx, map[string]any{"node_name": name, "node_group": c.group}); err != nil {
+		c.log.Error("could not remove this node's NATS objects", "err", err)
+	}
 }

@@ -64,7 +64,7 @@ func (c *Controller) startAgent(ctx context.Context, n *localNode) error {
 		cancel()
 		return ctx.Err()
 	}
-	c.agent, c.agentCancel, c.agentDone, c.group = a, cancel, done, n.Group
+	c.agent, c.agentCancel, c.agentDone, c.group, c.node = a, cancel, done, n.Group, n.Name
 	if err := c.setStatus(ctx, StateReady); err != nil {
 		return err
 	}
@@ -140,12 +140,12 @@ func mirrorEntry(ctx context.Context, conn *pgx.Conn, e jetstream.KeyValueEntry)
 		return nil
 	}
 	_, err = conn.Exec(ctx, `INSERT INTO pgactive.pgactive_nodes
-		(node_sysid, node_timeline, node_dboid, node_status, node_name, node_dsn, node_group)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		(node_sysid, node_timeline, node_dboid, node_status, node_name, node_dsn, node_group, node_seq_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (node_sysid, node_timeline, node_dboid) DO UPDATE
 		SET node_status = excluded.node_status, node_name = excluded.node_name, node_group = excluded.node_group,
-			node_dsn = coalesce(pgactive_nodes.node_dsn, excluded.node_dsn)`,
-		strconv.FormatUint(m.SysID, 10), m.Timeline, m.DBOID, m.Status, m.Name, m.DSN, m.Group)
+			node_seq_id = excluded.node_seq_id, node_dsn = coalesce(pgactive_nodes.node_dsn, excluded.node_dsn)`,
+		strconv.FormatUint(m.SysID, 10), m.Timeline, m.DBOID, m.Status, m.Name, m.DSN, m.Group, m.SeqID)
 	if err != nil {
 		return fmt.Errorf("mirror member %q: %w", m.Name, err)
 	}
@@ -228,6 +228,6 @@ func (c *Controller) remove(ctx context.Context, args map[string]any) error {
 	if err := kv.Delete(ctx, stream.NodeKey(name)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("delete member record: %w", err)
 	}
-	c.group = ""
+	c.group, c.node = "", ""
 	return nil
 }

@@ -34,6 +34,25 @@ type Member struct {
 	Status   string `json:"status"`
 	// DSN is the node's connection string with any password removed.
 	DSN string `json:"dsn,omitempty"`
+	// SeqID is the node's number in the group (0-1023), unique among
+	// members, used by pgactive_snowflake_id_nextval.
+	SeqID int `json:"seq_id"`
+}
+
+// seqID keeps name's number if it has one, else picks the smallest unused.
+func seqID(members []Member, name string) int {
+	used := map[int]bool{}
+	for _, m := range members {
+		if m.Name == name {
+			return m.SeqID
+		}
+		used[m.SeqID] = true
+	}
+	for i := 0; ; i++ {
+		if !used[i] {
+			return i
+		}
+	}
 }
 
 // PutMember writes m's record.

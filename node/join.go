@@ -1,0 +1,634 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgactive-go/pgactive/apply"
+	"github.com/pgactive-go/pgactive/stream"
+)
+
+// ErrDatabaseNotEmpty is wrapped by Join's error when the joining database
+// already holds tables.
+var ErrDatabaseNotEmpty = errors.New("the joining database is not empty")
+
+// Join phases, in the order Join goes through them.
+const (
+	PhaseRegister = "register"  // member record and consumers
+	PhaseSnapshot = "snapshot"  // exported snapshot and origin positions on the source
+	PhaseSchema   = "schema"    // pg_dump and pg_restore of the pre-data section
+	PhaseCopy     = "copy"      // table data, in parallel
+	PhasePostData = "post-data" // indexes, constraints, triggers; sequences
+	PhaseOrigins  = "origins"   // where apply starts, per origin
+	PhaseDone     = "done"
+)
+
+// JoinConfig is what Join needs.
+type JoinConfig struct {
+	Group string
+	Node  string // the joining node's name
+	// DSN of the joining (local) database, credentials resolved. Never logged.
+	DSN        string
+	SourceNode string // the member to copy from
+	// SourceDSN of the source's database, credentials resolved. Never logged.
+	SourceDSN string
+	Layout    *stream.Layout
+	// PGBinDir holds pg_dump and pg_restore (default: $PG_BINDIR,
+	// /usr/lib/postgresql/15/bin, then PATH).
+	PGBinDir string
+	// Workers is the number of tables copied at once (default 2).
+	Workers int
+	// Progress, if set, is called on every phase change and at least every
+	// second while data is copied, from one goroutine at a time.
+	Progress func(JoinProgress)
+	Log      *slog.Logger
+}
+
+// Validate reports a configuration Join cannot run with.
+func (c *JoinConfig) Validate() error {
+	switch {
+	case c.Group == "" || c.Node == "" || c.DSN == "":
+		return errors.New("join: group, node name and DSN are required")
+	case c.SourceNode == "" || c.SourceDSN == "":
+		return errors.New("join: the source node's name and DSN are required")
+	case c.SourceNode == c.Node:
+		return fmt.Errorf("join: node %q cannot join from itself", c.Node)
+	case c.Layout == nil || c.Layout.JS == nil:
+		return errors.New("join: a JetStream layout is required")
+	case c.Layout.Group != c.Group:
+		return fmt.Errorf("join: the layout is for group %q, not %q", c.Layout.Group, c.Group)
+	case c.Workers < 0:
+		return fmt.Errorf("join: %d workers", c.Workers)
+	}
+	return nil
+}
+
+// JoinProgress is the state of a join, as reported to JoinConfig.Progress.
+type JoinProgress struct {
+	Phase      string
+	DBName     string // the joining database
+	SourceNode string
+	// TotalBytes is the size of the source's tables; CopiedBytes how much of
+	// it is copied. CopiedBytes stays below 99% of TotalBytes until the copy
+	// is done, then equals it.
+	TotalBytes, CopiedBytes int64
+	Started, Finished       time.Time // Finished is zero until the join is done
+}
+
+// Percent is the share of the data copied, 0 to 100.
+func (p JoinProgress) Percent() float64 {
+	if p.TotalBytes <= 0 {
+		if p.Phase == PhaseCopy || p.Phase == PhaseRegister || p.Phase == PhaseSnapshot || p.Phase == PhaseSchema {
+			return 0
+		}
+		return 100
+	}
+	return 100 * float64(p.CopiedBytes) / float64(p.TotalBytes)
+}
+
+// Join makes the empty database at cfg.DSN a copy of cfg.SourceNode's that
+// misses no change of any member (DESIGN §7.5):
+//
+//  1. it refuses a database that holds tables, changing nothing;
+//  2. it records the node (status "i") and creates its stream and the
+//     consumers linking it with every member, before the snapshot, so no
+//     stream drops what the node needs;
+//  3. on the source, holding the join lock that applied transactions take
+//     shared, it exports a snapshot from a temporary slot and reads how far
+//     the source has applied every other member;
+//  4. it restores the source's schema (without pgactive's own objects) and
+//     copies every table inside the snapshot, then builds indexes,
+//     constraints and triggers;
+//  5. it sets the joining database's replication origins to where the
+//     snapshot stands: the consistent point for the source's own changes,
+//     the positions read in 3 for the others.
+//
+// Join starts no workers and creates no slot. The caller then runs the
+// node's Agent, which creates the slot and publication, marks the node
+// ready and applies every member from where the copy ends. No application
+// may write to the joining database between Join and the agent being ready:
+// capture starts with the agent's slot.
+//
+// On failure the error says what to do. Consumers of the node on other
+// members' streams are deleted so they keep nothing for it; its member
+// record stays with status "i" and its own stream stays (empty). A failure
+// after the restore began leaves a partial copy: the database must be
+// dropped and re-created before joining again.
+func Join(ctx context.Context, cfg JoinConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	j := &joiner{cfg: cfg, log: cfg.Log.With("node", cfg.Node, "group", cfg.Group, "source", cfg.SourceNode)}
+	j.progress.SourceNode, j.progress.Started = cfg.SourceNode, time.Now()
+	return j.run(ctx)
+}
+
+// joiner carries one Join.
+type joiner struct {
+	cfg JoinConfig
+	log *slog.Logger
+
+	mu       sync.Mutex // serialises Progress calls
+	progress JoinProgress
+
+	registered bool // consumers of the node exist on members' streams
+	members    []Member
+	restoring  bool // the joining database has been changed
+}
+
+// snapshot is the source's exported snapshot and where it stands.
+type snapshot struct {
+	repl       *pgconn.PgConn // keeps the snapshot (and the temporary slot) alive
+	slot       string
+	name       string
+	consistent pglogrepl.LSN
+	applied    map[string]pglogrepl.LSN // member → how far the source applied it
+}
+
+func (j *joiner) run(ctx context.Context) (err error) {
+	binDir, err := findPGBinDir(j.cfg.PGBinDir)
+	if err != nil {
+		return err
+	}
+	local, err := joinConnect(ctx, j.cfg.DSN, j.cfg.Node)
+	if err != nil {
+		return err
+	}
+	defer local.Close(context.WithoutCancel(ctx))
+	id, err := Check(ctx, local, j.cfg.Node)
+	if err != nil {
+		return err
+	}
+	j.progress.DBName = id.DBName
+	if err := checkEmpty(ctx, local, j.cfg.Node, id.DBName); err != nil {
+		return err
+	}
+	kv, err := j.openGroup(ctx)
+	if err != nil {
+		return err
+	}
+	self, err := j.checkMembers(ctx, kv, id)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			j.abandon(context.WithoutCancel(ctx))
+			err = j.explain(err)
+		}
+	}()
+
+	j.report(PhaseRegister)
+	if err := j.register(ctx, kv, self); err != nil {
+		return err
+	}
+	j.report(PhaseSnapshot)
+	snap, err := j.exportSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	defer snap.close(context.WithoutCancel(ctx))
+	return j.restore(ctx, local, binDir, snap)
+}
+
+// restore copies the schema and data and sets the origins.
+func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, snap *snapshot) error {
+	src, err := joinConnect(ctx, j.cfg.SourceDSN, j.cfg.SourceNode)
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	if err := beginSnapshot(ctx, src, snap.name); err != nil {
+		return err
+	}
+	tables, err := listTables(ctx, src)
+	if err != nil {
+		return err
+	}
+	servers, err := pgactiveServers(ctx, src)
+	if err != nil {
+		return err
+	}
+	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("end snapshot transaction: %w", err)
+	}
+	tr := newCopyTracker(tables, j.cfg.Workers)
+	j.setTotal(tr.total)
+
+	j.report(PhaseSchema)
+	dir, err := os.MkdirTemp("", "pgactive-join-")
+	if err != nil {
+		return fmt.Errorf("create a directory for the schema dump: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	dump, list := filepath.Join(dir, "schema.dump"), filepath.Join(dir, "restore.list")
+	srcTool, err := newPGTool(binDir, j.cfg.SourceDSN)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
+	}
+	dstTool, err := newPGTool(binDir, j.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", j.cfg.Node, err)
+	}
+	if err := dumpSchema(ctx, srcTool, snap.name, dump); err != nil {
+		return err
+	}
+	dropped, err := restoreList(ctx, dstTool, dump, list, servers)
+	if err != nil {
+		return err
+	}
+	j.log.Debug("left pgactive's own objects out of the restore", "entries", len(dropped))
+	j.restoring = true
+	if err := restoreSection(ctx, dstTool, dump, list, "pre-data"); err != nil {
+		return err
+	}
+
+	j.report(PhaseCopy)
+	started := time.Now()
+	if err := j.copyWithProgress(ctx, snap, tables, tr); err != nil {
+		return err
+	}
+	j.log.Info("data copied", "tables", len(tables), "bytes", tr.total, "elapsed", time.Since(started).Round(time.Millisecond))
+	snap.close(ctx) // the snapshot is no longer needed: let the source go on
+
+	j.report(PhasePostData)
+	if err := restoreSection(ctx, dstTool, dump, list, "post-data"); err != nil {
+		return err
+	}
+	if err := j.copySequences(ctx, src, local); err != nil {
+		return err
+	}
+	if err := j.refreshViews(ctx, src, local); err != nil {
+		return err
+	}
+
+	j.report(PhaseOrigins)
+	if err := j.setOrigins(ctx, local, snap); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	j.progress.Finished = time.Now()
+	j.mu.Unlock()
+	j.report(PhaseDone)
+	j.log.Info("join copy finished", "elapsed", time.Since(j.progress.Started).Round(time.Millisecond))
+	return nil
+}
+
+// joinConnect opens a connection named pgactive:join, so that it is not
+// taken for an attached agent.
+func joinConnect(ctx context.Context, dsn, node string) (*pgx.Conn, error) {
+	conn, err := Connect(ctx, dsn, node)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "SET application_name = 'pgactive:join'"); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("node %q: set application name: %w", node, err)
+	}
+	return conn, nil
+}
+
+// checkEmpty refuses a database that holds tables, views or sequences
+// outside the system schemas and pgactive's own.
+func checkEmpty(ctx context.Context, conn *pgx.Conn, node, db string) error {
+	rows, err := conn.Query(ctx, `SELECT n.nspname::text || '.' || c.relname::text FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p', 'f', 'm', 'v', 'S')
+			AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+			AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+		ORDER BY 1 LIMIT 6`, ownSchema)
+	if err != nil {
+		return fmt.Errorf("node %q: look for tables: %w", node, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("node %q: look for tables: %w", node, err)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	held := names
+	if len(names) > 5 {
+		held = append(names[:5:5], "...")
+	}
+	return fmt.Errorf("%w: node %q: database %q holds %v: join into an empty database (CREATE DATABASE), or drop these tables first",
+		ErrDatabaseNotEmpty, node, db, held)
+}
+
+// openGroup opens the group's bucket without creating it.
+func (j *joiner) openGroup(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := j.cfg.Layout.JS.KeyValue(ctx, stream.BucketName(j.cfg.Group))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("group %q does not exist on this NATS server: create it on the source node first (pgactive_create_group), or check the group name and NATS URL", j.cfg.Group)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the bucket of group %q: %w", j.cfg.Group, err)
+	}
+	return kv, nil
+}
+
+// checkMembers reads the group's members and checks that the node can join
+// from the source. It returns the joining node's record.
+func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Identity) (Member, error) {
+	members, err := Members(ctx, kv)
+	if err != nil {
+		return Member{}, err
+	}
+	var source *Member
+	for i, m := range members {
+		switch {
+		case m.Name == j.cfg.SourceNode:
+			source = &members[i]
+		case m.Name == j.cfg.Node && m.Status != StateBeginning && m.Status != StateCopying:
+			return Member{}, fmt.Errorf("node name %q is already used in group %q (status %s): choose another node name", m.Name, j.cfg.Group, m.Status)
+		case m.Name != j.cfg.Node && m.SysID == id.SysID && m.DBOID == id.DBOID && m.Status != StateDetached:
+			return Member{}, fmt.Errorf("this database is already member %q of group %q", m.Name, j.cfg.Group)
+		}
+	}
+	if source == nil {
+		return Member{}, fmt.Errorf("node %q is not a member of group %q: join from one of its members", j.cfg.SourceNode, j.cfg.Group)
+	}
+	if source.Status != StateReady {
+		return Member{}, fmt.Errorf("node %q of group %q is not ready (status %s): join from a ready member", source.Name, j.cfg.Group, source.Status)
+	}
+	j.members = slices.DeleteFunc(members, func(m Member) bool { return m.Name == j.cfg.Node || m.Status == StateDetached })
+	return Member{Name: j.cfg.Node, Group: j.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,
+		DBOID: id.DBOID, DBName: id.DBName, Status: StateCopying, DSN: RedactDSN(j.cfg.DSN)}, nil
+}
+
+// register records the node and links it with every member both ways, as
+// Agent.link does: from then on, every member's stream keeps what the node
+// has not applied.
+func (j *joiner) register(ctx context.Context, kv jetstream.KeyValue, self Member) error {
+	l := j.cfg.Layout
+	if _, err := l.EnsureStream(ctx, self.Name); err != nil {
+		return err
+	}
+	if err := PutMember(ctx, kv, self); err != nil {
+		return err
+	}
+	j.registered = true
+	for _, m := range j.members {
+		if _, err := l.EnsureConsumer(ctx, self.Name, m.Name); err != nil {
+			return err
+		}
+		if _, err := l.EnsureStream(ctx, m.Name); err != nil {
+			return err
+		}
+		if _, err := l.EnsureConsumer(ctx, m.Name, self.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// exportSnapshot takes the source's join lock, exports a snapshot from a
+// temporary slot and reads the source's applied position of every other
+// member, then releases the lock. Applied transactions hold the lock shared
+// from before they have an xid until they commit, so the positions read are
+// exactly what the snapshot contains.
+func (j *joiner) exportSnapshot(ctx context.Context) (*snapshot, error) {
+	lock, err := joinConnect(ctx, j.cfg.SourceDSN, j.cfg.SourceNode)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close(context.WithoutCancel(ctx)) // also releases the lock on error
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_lock($1)", apply.JoinLockKey); err != nil {
+		return nil, fmt.Errorf("take the join lock on node %q: %w", j.cfg.SourceNode, err)
+	}
+	snap, err := j.createSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap.applied = map[string]pglogrepl.LSN{}
+	for _, m := range j.members {
+		if m.Name == j.cfg.SourceNode {
+			continue
+		}
+		lsn, err := originProgress(ctx, lock, apply.OriginName(j.cfg.Group, m.Name))
+		if err != nil {
+			snap.close(ctx)
+			return nil, fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
+		}
+		snap.applied[m.Name] = lsn * 0
+	}
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_unlock($1)", apply.JoinLockKey); err != nil {
+		snap.close(ctx)
+		return nil, fmt.Errorf("release the join lock on node %q: %w", j.cfg.SourceNode, err)
+	}
+	j.log.Info("snapshot exported", "lsn", snap.consistent, "slot", snap.slot)
+	return snap, nil
+}
+
+func (j *joiner) createSlot(ctx context.Context) (*snapshot, error) {
+	cfg, err := pgconn.ParseConfig(j.cfg.SourceDSN)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: the connection string is not valid: %w", j.cfg.SourceNode, redactParseError(err))
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "pgactive:join"
+	repl, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: open a replication connection (pg_hba.conf must allow replication connections for user %q): %w", j.cfg.SourceNode, cfg.User, err)
+	}
+	slot, err := tempSlotName()
+	if err != nil {
+		repl.Close(ctx)
+		return nil, err
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		repl.Close(ctx)
+		return nil, fmt.Errorf("node %q: create temporary slot %q (is a replication slot free? raise max_replication_slots): %w", j.cfg.SourceNode, slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil || lsn == 0 {
+		repl.Close(ctx)
+		return nil, fmt.Errorf("node %q: temporary slot %q: consistent point %q: %w", j.cfg.SourceNode, slot, res.ConsistentPoint, err)
+	}
+	return &snapshot{repl: repl, slot: slot, name: res.SnapshotName, consistent: lsn}, nil
+}
+
+// close ends the replication connection, which drops the temporary slot
+// and ends the snapshot.
+func (s *snapshot) close(ctx context.Context) {
+	if s.repl != nil {
+		s.repl.Close(ctx)
+		s.repl = nil
+	}
+}
+
+func tempSlotName() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("name the temporary slot: %w", err)
+	}
+	return "pgactive_join_" + hex.EncodeToString(b), nil
+}
+
+// originProgress is the durable position of a replication origin, or 0 if
+// the origin does not exist or has none.
+func originProgress(ctx context.Context, conn *pgx.Conn, origin string) (pglogrepl.LSN, error) {
+	var lsn *string
+	err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_replication_origin_oid($1) IS NOT NULL
+		THEN pg_replication_origin_progress($1, false)::text END`, origin).Scan(&lsn)
+	if err != nil {
+		return 0, fmt.Errorf("read progress of origin %q: %w", origin, err)
+	}
+	if lsn == nil {
+		return 0, nil
+	}
+	return pglogrepl.ParseLSN(*lsn)
+}
+
+// pgactiveServers lists the foreign servers of pgactive_fdw, which the
+// restore leaves out with their user mappings.
+func pgactiveServers(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT s.srvname::text FROM pg_foreign_server s
+		JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE w.fdwname = $1`, ownFDW)
+	if err != nil {
+		return nil, fmt.Errorf("list the servers of %s: %w", ownFDW, err)
+	}
+	servers, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the servers of %s: %w", ownFDW, err)
+	}
+	return servers, nil
+}
+
+// startPositions is where the joining node's apply starts for each member:
+// the source's own transactions that commit at or after the consistent
+// point are not in the snapshot (apply skips what is at or below the
+// origin's position), and the others are at what the source had applied.
+func startPositions(source string, snap *snapshot) map[string]pglogrepl.LSN {
+	out := map[string]pglogrepl.LSN{source: snap.consistent - 1}
+	for m, lsn := range snap.applied {
+		out[m] = lsn
+	}
+	return out
+}
+
+// setOrigins creates the joining database's replication origin of every
+// member and sets its position.
+func (j *joiner) setOrigins(ctx context.Context, conn *pgx.Conn, snap *snapshot) error {
+	pos := startPositions(j.cfg.SourceNode, snap)
+	names := make([]string, 0, len(pos))
+	for m := range pos {
+		names = append(names, m)
+	}
+	slices.Sort(names)
+	for _, m := range names {
+		origin := apply.OriginName(j.cfg.Group, m)
+		_, err := conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, origin)
+		if err != nil {
+			return fmt.Errorf("create replication origin %q: %w", origin, err)
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_advance($1, $2::text::pg_lsn)`, origin, pos[m].String()); err != nil {
+			return fmt.Errorf("set replication origin %q to %s: %w", origin, pos[m], err)
+		}
+		j.log.Info("apply start set", "origin", m, "lsn", pos[m])
+	}
+	return nil
+}
+
+// copyWithProgress copies the data, reporting progress every second.
+func (j *joiner) copyWithProgress(ctx context.Context, snap *snapshot, tables []copyTable, tr *copyTracker) error {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				j.reportCopied(tr.copied())
+			}
+		}
+	})
+	err := j.copyData(ctx, snap, tables, tr)
+	close(stop)
+	wg.Wait()
+	if err == nil {
+		j.reportCopied(tr.total)
+	}
+	return err
+}
+
+func (j *joiner) setTotal(total int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.progress.TotalBytes = total
+}
+
+// reportCopied reports copied bytes: never less than before, never 99% or
+// more of the total before it is all copied.
+func (j *joiner) reportCopied(copied int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	p := &j.progress
+	if copied < p.TotalBytes {
+		copied = min(copied, p.TotalBytes*99/100)
+	}
+	p.CopiedBytes = max(p.CopiedBytes, min(copied, p.TotalBytes))
+	if j.cfg.Progress != nil {
+		j.cfg.Progress(*p)
+	}
+}
+
+// report enters phase.
+func (j *joiner) report(phase string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.progress.Phase = phase
+	j.log.Info("join phase", "phase", phase)
+	if j.cfg.Progress != nil {
+		j.cfg.Progress(j.progress)
+	}
+}
+
+// abandon deletes the node's consumers on the members' streams after a
+// failed join, so that no stream keeps messages for it.
+func (j *joiner) abandon(ctx context.Context) {
+	if !j.registered {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, m := range j.members {
+		if err := j.cfg.Layout.DeleteConsumer(ctx, m.Name, j.cfg.Node); err != nil {
+			j.log.Warn("could not delete a consumer of the failed join", "stream", stream.StreamName(j.cfg.Group, m.Name), "err", err)
+		}
+	}
+}
+
+// explain adds what to do after a failure that changed the joining database.
+func (j *joiner) explain(err error) error {
+	err = fmt.Errorf("join node %q from %q: %w", j.cfg.Node, j.cfg.SourceNode, err)
+	if j.restoring {
+		return fmt.Errorf("%w (database %q now holds a partial copy: drop and re-create it before joining again)", err, j.progress.DBName)
+	}
+	return err
+}
