@@ -86,8 +86,8 @@ func (c *Controller) startMirror(ctx context.Context, group string) {
 	go func() {
 		for ctx.Err() == nil {
 			err := c.mirror(ctx, group)
-			if ctx.Err() != nil {
-				return
+			if ctx.Err() != nil || schemaGone(err) {
+				return // stopped, or the extension was dropped
 			}
 			c.log.Warn("membership mirror ended, restarting", "err", err)
 			select {

@@ -121,7 +121,6 @@ CREATE USER MAPPING FOR postgres
 		endpoint int
 		sql      string
 	}{
-		{"endpoint1: is an agent attached? (pgactive-go's counterpart of the shared_preload_libraries check)", 0, "SELECT pgactive.pgactive_is_agent_attached()"},
 		{"endpoint1: step 4, a table with three products", 0, `CREATE SCHEMA inventory;
 CREATE TABLE inventory.products (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -131,6 +130,7 @@ CREATE TABLE inventory.products (
 INSERT INTO inventory.products (product_name)
 VALUES ('soap'), ('shampoo'), ('conditioner')`},
 		{"endpoint1: step 5, the extension", 0, "CREATE EXTENSION IF NOT EXISTS pgactive"},
+		{"endpoint1: step 3, is an agent attached? (pgactive-go's counterpart of the shared_preload_libraries check)", 0, "SELECT pgactive.pgactive_is_agent_attached()"},
 		{"endpoint1: step 6, connection information for both nodes", 0, servers},
 		{"endpoint1: step 7, create the group", 0, `SELECT pgactive.pgactive_create_group(
     node_name := 'endpoint1-app',
@@ -138,6 +138,7 @@ VALUES ('soap'), ('shampoo'), ('conditioner')`},
 )`},
 		{"endpoint1: wait until the node is ready", 0, "SELECT pgactive.pgactive_wait_for_node_ready()"},
 		{"endpoint2: step 9, the extension", 1, "CREATE EXTENSION IF NOT EXISTS pgactive"},
+		{"endpoint2: step 8, is an agent attached?", 1, "SELECT pgactive.pgactive_is_agent_attached()"},
 		{"endpoint2: step 10, connection information for both nodes", 1, servers},
 		{"endpoint2: step 11, join the group (a full initial copy from endpoint1)", 1, `SELECT pgactive.pgactive_join_group(
     node_name := 'endpoint2-app',
@@ -185,7 +186,33 @@ VALUES ('soap'), ('shampoo'), ('conditioner')`},
 			}
 		}
 	}
-	return nil
+	return d.waitNATSClean(ctx)
+}
+
+// waitNATSClean waits until the agents deleted the group's streams.
+func (d *demo) waitNATSClean(ctx context.Context) error {
+	nc, js, err := stream.Connect(ctx, stream.ConnectOptions{URLs: d.natsURL, Name: "pgactive demo check"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left := 0
+		for _, n := range []string{"endpoint1-app", "endpoint2-app"} {
+			if _, err := js.Stream(ctx, stream.StreamName("app", n)); err == nil {
+				left++
+			}
+		}
+		if left == 0 {
+			fmt.Fprintln(d.out, "the agents deleted both nodes' streams and consumers from NATS")
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d node streams still in NATS after 30s", left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // conflict makes the quick start's conflict: both nodes rename soap while
