@@ -65,8 +65,9 @@ func (s *session) resolveTables(txn *stream.Txn) ([]*table, error) {
 type expect uint8
 
 const (
-	expectAny expect = iota
-	expectOne
+	expectAny  expect = iota
+	expectOne         // a row written
+	expectNone        // no row found
 )
 
 func (s *session) fastPath(ctx context.Context, txn *stream.Txn, tables []*table) error {
@@ -79,6 +80,12 @@ func (s *session) fastPath(ctx context.Context, txn *stream.Txn, tables []*table
 		sql, params, err := statement(c, tables)
 		if err != nil {
 			return fmt.Errorf("change %d: %w", i, err)
+		}
+		if c.Op == stream.OpInsert && s.tombstones && len(tables[c.Rel].keys) > 0 {
+			// An insert of a key deleted since is decided by the slow path.
+			t := tables[c.Rel]
+			b.ExecParams("SELECT 1 FROM pgactive.pgactive_tombstones WHERE "+t.tombstone, t.tombstoneParams(c.New), nil, nil, nil)
+			exp = append(exp, expectNone)
 		}
 		b.ExecParams(sql, params, nil, nil, nil)
 		e := expectOne
@@ -95,7 +102,12 @@ func (s *session) fastPath(ctx context.Context, txn *stream.Txn, tables []*table
 		return err
 	}
 	for i, r := range results {
-		if i < len(exp) && exp[i] == expectOne && r.CommandTag.RowsAffected() != 1 {
+		if i >= len(exp) {
+			break
+		}
+		switch {
+		case exp[i] == expectOne && r.CommandTag.RowsAffected() != 1,
+			exp[i] == expectNone && len(r.Rows) > 0:
 			return errNeedsResolution
 		}
 	}

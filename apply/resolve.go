@@ -54,6 +54,54 @@ func keyArgs(t *table, key stream.Tuple) []any {
 	return args
 }
 
+// readTombstone returns the version of the key's tombstone, if any.
+func (s *session) readTombstone(ctx context.Context, t *table, key stream.Tuple) (conflicts.Version, error) {
+	if !s.tombstones {
+		return conflicts.Version{}, nil
+	}
+	var ts *time.Time
+	var roident *uint32
+	params := t.tombstoneParams(key)
+	args := make([]any, len(params))
+	for i, p := range params {
+		args[i] = string(p)
+	}
+	err := s.conn.QueryRow(ctx, `SELECT c.timestamp, c.roident FROM pgactive.pgactive_tombstones x
+		LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true WHERE `+t.tombstone, args...).Scan(&ts, &roident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return conflicts.Version{}, nil
+	}
+	if err != nil {
+		return conflicts.Version{}, fmt.Errorf("read tombstone of %s: %w", t.name, err)
+	}
+	if ts == nil || roident == nil {
+		return conflicts.Version{}, nil // written in this transaction: the row is simply gone
+	}
+	if err := s.knowOrigin(ctx, roident); err != nil {
+		return conflicts.Version{}, err
+	}
+	return conflicts.Version{Tombstone: true, CommitTime: *ts, Origin: s.originNode(*roident)}, nil
+}
+
+// recordTombstone remembers that a key was deleted by this (remote)
+// transaction when the delete found no row to fire the trigger on.
+func (s *session) recordTombstone(ctx context.Context, t *table, key stream.Tuple) error {
+	if !s.tombstones {
+		return nil
+	}
+	params := t.tombstoneParams(key)
+	vals := make([]string, 0, len(params)-2)
+	for i := range t.keys {
+		vals = append(vals, "$"+strconv.Itoa(i+3)+"::text")
+	}
+	sql := "INSERT INTO pgactive.pgactive_tombstones (schema_name, table_name, key) VALUES ($1, $2, (ARRAY[" +
+		strings.Join(vals, ", ") + "]::text[])::text) ON CONFLICT (schema_name, table_name, key) DO UPDATE SET deleted_at = now()"
+	if _, err := s.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Close(); err != nil {
+		return fmt.Errorf("record tombstone of %s: %w", t.name, err)
+	}
+	return nil
+}
+
 // version turns a local row into what the decision function needs.
 func (s *session) version(r localRow, in conflicts.Change) conflicts.Version {
 	if !r.exists {
@@ -66,6 +114,18 @@ func (s *session) version(r localRow, in conflicts.Change) conflicts.Version {
 		return conflicts.Version{Exists: true, CommitTime: in.CommitTime, Origin: in.Origin}
 	}
 	return conflicts.Version{Exists: true, CommitTime: *r.commitTime, Origin: s.originNode(*r.roident)}
+}
+
+// knowOrigin reloads the origin map when a row was written under an origin
+// created after this session started (a member that joined since).
+func (s *session) knowOrigin(ctx context.Context, roident *uint32) error {
+	if roident == nil || *roident == 0 {
+		return nil
+	}
+	if _, ok := s.origins[*roident]; ok || s.copies[*roident] {
+		return nil
+	}
+	return s.loadOrigins(ctx)
 }
 
 // originNode maps a replication origin id to the node it applies; 0 is this node.
@@ -115,7 +175,8 @@ func (s *session) loadOrigins(ctx context.Context) error {
 		}
 	}
 	s.roident = names[OriginName(s.w.cfg.Group, s.w.cfg.Origin)]
-	return s.conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL`).Scan(&s.history)
+	return s.conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL,
+		to_regclass('pgactive.pgactive_tombstones') IS NOT NULL`).Scan(&s.history, &s.tombstones)
 }
 
 // slowPath applies a chunk change by change: each row is locked and read,
@@ -139,13 +200,27 @@ func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table
 		if err != nil {
 			return err
 		}
+		if err := s.knowOrigin(ctx, local.roident); err != nil {
+			return err
+		}
 		in.Op, in.FullRow = opOf(c.Op), fullRow(c.New)
-		d := conflicts.Decide(s.version(local, in), in, self)
+		ver := s.version(local, in)
+		if !local.exists {
+			if ver, err = s.readTombstone(ctx, t, oldKey(c)); err != nil {
+				return err
+			}
+		}
+		d := conflicts.Decide(ver, in, self)
 		if d.Action == conflicts.Retry {
-			return conflicts.NewConflict(t.name, keyText(t, oldKey(c)), s.version(local, in), in, d)
+			return conflicts.NewConflict(t.name, keyText(t, oldKey(c)), ver, in, d)
 		}
 		if err := s.act(ctx, d.Action, c, t); err != nil {
 			return err
+		}
+		if d.RecordTombstone && d.Action != conflicts.ApplyAsIs { // a delete that found no row
+			if err := s.recordTombstone(ctx, t, oldKey(c)); err != nil {
+				return err
+			}
 		}
 		if d.Conflict {
 			s.w.status.countConflict(string(d.Type))

@@ -31,10 +31,11 @@ type session struct {
 	held     []string // reply subjects of delivered messages not yet acknowledged, in order
 	lastWPI  time.Time
 
-	roident uint32            // this worker's replication origin
-	origins map[uint32]uint64 // replication origin id → node sysid
-	copies  map[uint32]bool   // origins of an initial copy
-	history bool              // pgactive_conflict_history exists
+	roident    uint32            // this worker's replication origin
+	origins    map[uint32]uint64 // replication origin id → node sysid
+	copies     map[uint32]bool   // origins of an initial copy
+	history    bool              // pgactive_conflict_history exists
+	tombstones bool              // pgactive_tombstones exists
 
 	open      bool // a chunked transaction is open locally
 	openLSN   pglogrepl.LSN

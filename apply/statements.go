@@ -22,6 +22,31 @@ type table struct {
 	// sameOrigin restricts fast-path updates and deletes to rows last
 	// written by the worker's origin.
 	sameOrigin string
+	// tombstone is the condition finding the tombstone of a key, with the
+	// schema, table and key values as parameters $1, $2, $3...
+	tombstone string
+}
+
+// tombstoneWhere matches pgactive_tombstones rows as the trigger
+// pgactive_record_tombstone writes them: the key is the text of an array of
+// the key columns' text values.
+func tombstoneWhere(keys int) string {
+	var b strings.Builder
+	b.WriteString("schema_name = $1 AND table_name = $2 AND key = (ARRAY[")
+	for i := 0; i < keys; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(i+3) + "::text")
+	}
+	b.WriteString("]::text[])::text")
+	return b.String()
+}
+
+// tombstoneParams are the parameters of the tombstone condition for a key.
+func (t *table) tombstoneParams(key stream.Tuple) [][]byte {
+	params := [][]byte{[]byte(t.rel.Schema), []byte(t.rel.Table)}
+	return t.keyParams(key, params)
 }
 
 // newTable builds the statements of a relation. roident is the replication
@@ -46,6 +71,7 @@ func newTable(rel stream.Relation, roident uint32) *table {
 	}
 	t.insert = "INSERT INTO " + t.name + " (" + cols.String() + ") VALUES (" + vals.String() + ")"
 	t.sameOrigin = " AND (SELECT o.roident FROM pg_xact_commit_timestamp_origin(xmin) o) = " + strconv.FormatUint(uint64(roident), 10)
+	t.tombstone = tombstoneWhere(len(t.keys))
 	t.deleteAny = "DELETE FROM " + t.name + " WHERE " + t.where(1)
 	t.delete = t.deleteAny + t.sameOrigin
 	return t

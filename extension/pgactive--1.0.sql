@@ -234,6 +234,46 @@ COMMENT ON COLUMN pgactive.pgactive_conflict_history.local_tuple_origin_sysid IS
 COMMENT ON COLUMN pgactive.pgactive_conflict_history.error_message IS
 'For unhandled_tx_abort: the error of the failed apply; the other error_ columns give its fields';
 
+
+-- Tombstones: keys deleted recently, so that a change that arrives after a
+-- delete it predates (from another node, or late) does not bring the row
+-- back. The version of a tombstone (commit time and origin of the deleting
+-- transaction) is its own xmin's, read with pg_xact_commit_timestamp_origin.
+-- key is the text of an array of the key columns' text values, in column
+-- order, as pgactive_record_tombstone builds it. The agent keeps rows until
+-- every node has applied past them.
+CREATE TABLE IF NOT EXISTS pgactive.pgactive_tombstones (
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    key text NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, table_name, key)
+);
+REVOKE ALL ON TABLE pgactive.pgactive_tombstones FROM PUBLIC;
+
+-- AFTER DELETE row trigger the agent puts on every table with a primary key,
+-- its arguments the key columns in column order.
+CREATE OR REPLACE FUNCTION pgactive.pgactive_record_tombstone()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $fn$
+DECLARE
+    vals text[] := '{}';
+    col text;
+    v text;
+BEGIN
+    FOREACH col IN ARRAY TG_ARGV LOOP
+        EXECUTE format('SELECT ($1).%I::text', col) INTO v USING OLD;
+        vals := array_append(vals, v);
+    END LOOP;
+    INSERT INTO pgactive.pgactive_tombstones (schema_name, table_name, key)
+    VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, vals::text)
+    ON CONFLICT (schema_name, table_name, key) DO UPDATE SET deleted_at = now();
+    RETURN NULL;
+END
+$fn$;
+
 -------------------------------------------------------------------------------
 -- Identity and agent
 -------------------------------------------------------------------------------
@@ -1040,7 +1080,14 @@ BEGIN
         RAISE NOTICE 'dropped foreign server(s) % on pgactive_fdw and their user mappings', servers;
     END IF;
 
+    -- The tombstone triggers the agent put on replicated tables.
+    FOR o IN SELECT format('DROP TRIGGER pgactive_tombstone ON %s', t.tgrelid::regclass)
+             FROM pg_catalog.pg_trigger t WHERE t.tgname = 'pgactive_tombstone' LOOP
+        EXECUTE o;
+    END LOOP;
+
     DELETE FROM pgactive.pgactive_nodes;
+    DELETE FROM pgactive.pgactive_tombstones;
     DELETE FROM pgactive.pgactive_join_progress;
     DELETE FROM pgactive.pgactive_lag;
     DELETE FROM pgactive.pgactive_stats;

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -123,3 +124,6 @@ func (c *Controller) Stop() {
 	case <-time.After(time.Minute):
 	}
 }
+
+// pgxConn keeps test signatures short.
+type pgxConn = pgx.Conn

@@ -122,6 +122,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.capture.Run(ctx) })
 	g.Go(func() error { return a.watchMembers(ctx, g, kv, self) })
+	g.Go(func() error { return a.maintain(ctx) })
 	close(a.ready)
 	a.log.Info("agent ready", "sysid", self.SysID)
 	return g.Wait()

@@ -123,11 +123,14 @@ func (p JoinProgress) Percent() float64 {
 // may write to the joining database between Join and the agent being ready:
 // capture starts with the agent's slot.
 //
-// On failure the error says what to do. Consumers of the node on other
-// members' streams are deleted so they keep nothing for it; its member
-// record stays with status "i" and its own stream stays (empty). A failure
-// after the restore began leaves a partial copy: the database must be
-// dropped and re-created before joining again.
+// On failure the error says what to do, and what Join created in NATS (the
+// member record, the node's stream, the consumers both ways) is deleted, so
+// no stream keeps messages for the node. A failure before the restore
+// leaves the joining database as it was; after the restore began, it holds
+// a partial copy (schema, some tables, replication origins
+// pgactive_<group>_copy_<i>) and must be dropped and re-created before
+// joining again. The source keeps nothing: its temporary slot goes with
+// the connection.
 func Join(ctx context.Context, cfg JoinConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -151,7 +154,8 @@ type joiner struct {
 	mu       sync.Mutex // serialises Progress calls
 	progress JoinProgress
 
-	registered bool // consumers of the node exist on members' streams
+	kv         jetstream.KeyValue
+	registered bool // the member record, stream or consumers may exist
 	members    []Member
 	restoring  bool // the joining database has been changed
 }
@@ -187,6 +191,7 @@ func (j *joiner) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	j.kv = kv
 	self, err := j.checkMembers(ctx, kv, id)
 	if err != nil {
 		return err
@@ -218,50 +223,19 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 		return err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	if err := beginSnapshot(ctx, src, snap.name); err != nil {
-		return err
-	}
-	tables, err := listTables(ctx, src)
+	tables, servers, err := inventory(ctx, src, snap)
 	if err != nil {
 		return err
-	}
-	servers, err := pgactiveServers(ctx, src)
-	if err != nil {
-		return err
-	}
-	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("end snapshot transaction: %w", err)
 	}
 	tr := newCopyTracker(tables, j.cfg.Workers)
 	j.setTotal(tr.total)
 
 	j.report(PhaseSchema)
-	dir, err := os.MkdirTemp("", "pgactive-join-")
-	if err != nil {
-		return fmt.Errorf("create a directory for the schema dump: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	dump, list := filepath.Join(dir, "schema.dump"), filepath.Join(dir, "restore.list")
-	srcTool, err := newPGTool(binDir, j.cfg.SourceDSN)
-	if err != nil {
-		return fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
-	}
-	dstTool, err := newPGTool(binDir, j.cfg.DSN)
-	if err != nil {
-		return fmt.Errorf("node %q: %w", j.cfg.Node, err)
-	}
-	if err := dumpSchema(ctx, srcTool, snap.name, dump); err != nil {
-		return err
-	}
-	dropped, err := restoreList(ctx, dstTool, dump, list, servers)
+	schema, err := j.restorePreData(ctx, binDir, snap, servers)
 	if err != nil {
 		return err
 	}
-	j.log.Debug("left pgactive's own objects out of the restore", "entries", len(dropped))
-	j.restoring = true
-	if err := restoreSection(ctx, dstTool, dump, list, "pre-data"); err != nil {
-		return err
-	}
+	defer schema.remove()
 
 	j.report(PhaseCopy)
 	started := time.Now()
@@ -272,7 +246,7 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 	snap.close(ctx) // the snapshot is no longer needed: let the source go on
 
 	j.report(PhasePostData)
-	if err := restoreSection(ctx, dstTool, dump, list, "post-data"); err != nil {
+	if err := restoreSection(ctx, schema.dst, schema.dump, schema.list, "post-data"); err != nil {
 		return err
 	}
 	if err := j.copySequences(ctx, src, local); err != nil {
@@ -292,6 +266,68 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 	j.report(PhaseDone)
 	j.log.Info("join copy finished", "elapsed", time.Since(j.progress.Started).Round(time.Millisecond))
 	return nil
+}
+
+// inventory lists, inside the snapshot, the tables to copy and the servers
+// of pgactive_fdw.
+func inventory(ctx context.Context, src *pgx.Conn, snap *snapshot) ([]copyTable, []string, error) {
+	if err := beginSnapshot(ctx, src, snap.name); err != nil {
+		return nil, nil, err
+	}
+	tables, err := listTables(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	servers, err := pgactiveServers(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
+		return nil, nil, fmt.Errorf("end snapshot transaction: %w", err)
+	}
+	return tables, servers, nil
+}
+
+// schemaDump is the source's schema as of the snapshot, on local disk.
+type schemaDump struct {
+	dir, dump, list string // the list leaves pgactive's own objects out
+	dst             *pgTool
+}
+
+func (d *schemaDump) remove() { os.RemoveAll(d.dir) }
+
+// restorePreData dumps the source's schema and restores its pre-data
+// section (types, functions, tables, sequences) into the joining database.
+func (j *joiner) restorePreData(ctx context.Context, binDir string, snap *snapshot, servers []string) (*schemaDump, error) {
+	srcTool, err := newPGTool(binDir, j.cfg.SourceDSN)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
+	}
+	dstTool, err := newPGTool(binDir, j.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w", j.cfg.Node, err)
+	}
+	dir, err := os.MkdirTemp("", "pgactive-join-")
+	if err != nil {
+		return nil, fmt.Errorf("create a directory for the schema dump: %w", err)
+	}
+	d := &schemaDump{dir: dir, dump: filepath.Join(dir, "schema.dump"), list: filepath.Join(dir, "restore.list"), dst: dstTool}
+	if err := dumpSchema(ctx, srcTool, snap.name, d.dump); err != nil {
+		d.remove()
+		return nil, err
+	}
+	dropped, err := restoreList(ctx, dstTool, d.dump, d.list, servers)
+	if err != nil {
+		d.remove()
+		return nil, err
+	}
+	j.log.Debug("left pgactive's own objects out of the restore", "entries", len(dropped))
+	j.restoring = true
+	if err := restoreSection(ctx, dstTool, d.dump, d.list, "pre-data"); err != nil {
+		d.remove()
+		return nil, err
+	}
+	return d, nil
 }
 
 // joinConnect opens a connection named pgactive:join, so that it is not
@@ -381,13 +417,13 @@ func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Ide
 // has not applied.
 func (j *joiner) register(ctx context.Context, kv jetstream.KeyValue, self Member) error {
 	l := j.cfg.Layout
+	j.registered = true
 	if _, err := l.EnsureStream(ctx, self.Name); err != nil {
 		return err
 	}
 	if err := PutMember(ctx, kv, self); err != nil {
 		return err
 	}
-	j.registered = true
 	for _, m := range j.members {
 		if _, err := l.EnsureConsumer(ctx, self.Name, m.Name); err != nil {
 			return err
@@ -430,7 +466,7 @@ func (j *joiner) exportSnapshot(ctx context.Context) (*snapshot, error) {
 			snap.close(ctx)
 			return nil, fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
 		}
-		snap.applied[m.Name] = lsn * 0
+		snap.applied[m.Name] = lsn
 	}
 	if _, err := lock.Exec(ctx, "SELECT pg_advisory_unlock($1)", apply.JoinLockKey); err != nil {
 		snap.close(ctx)
@@ -609,18 +645,26 @@ func (j *joiner) report(phase string) {
 	}
 }
 
-// abandon deletes the node's consumers on the members' streams after a
-// failed join, so that no stream keeps messages for it.
+// abandon undoes the registration after a failed join: the member record
+// goes first (members stop applying the node), then the consumers both ways,
+// so that no stream keeps messages for the node, then its stream.
 func (j *joiner) abandon(ctx context.Context) {
 	if !j.registered {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	l, node := j.cfg.Layout, j.cfg.Node
+	var errs []error
+	if err := j.kv.Delete(ctx, stream.NodeKey(node)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		errs = append(errs, fmt.Errorf("delete member record: %w", err))
+	}
 	for _, m := range j.members {
-		if err := j.cfg.Layout.DeleteConsumer(ctx, m.Name, j.cfg.Node); err != nil {
-			j.log.Warn("could not delete a consumer of the failed join", "stream", stream.StreamName(j.cfg.Group, m.Name), "err", err)
-		}
+		errs = append(errs, l.DeleteConsumer(ctx, m.Name, node), l.DeleteConsumer(ctx, node, m.Name))
+	}
+	errs = append(errs, l.DeleteStream(ctx, node))
+	if err := errors.Join(errs...); err != nil {
+		j.log.Warn("could not undo the registration of the failed join", "err", err)
 	}
 }
 

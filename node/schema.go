@@ -197,9 +197,10 @@ func restoreSection(ctx context.Context, dst *pgTool, dump, listFile, section st
 func restoreFailure(stderr string) (object, reason string) {
 	object, reason = "an object", stderr
 	for _, line := range strings.Split(stderr, "\n") {
+		// "from TOC entry ID; TABLEOID OID DESC TAG OWNER": no schema here.
 		if _, entry, ok := strings.Cut(line, "from TOC entry "); ok {
-			if f := tocFields(entry); f != nil {
-				object = strings.ToLower(f.desc) + " " + qualified(f.schema, f.tag)
+			if f := parseTOC(entry, false); f != nil {
+				object = strings.ToLower(f.desc) + " " + f.tag
 			}
 		}
 		if _, msg, ok := strings.Cut(line, "ERROR:"); ok && reason == stderr {
@@ -207,13 +208,6 @@ func restoreFailure(stderr string) (object, reason string) {
 		}
 	}
 	return object, reason
-}
-
-func qualified(schema, tag string) string {
-	if schema == "-" || schema == "" {
-		return tag
-	}
-	return schema + "." + tag
 }
 
 // restoreFix says what to do about a failed restore.
@@ -248,12 +242,14 @@ var tocDescs = []string{
 	"SEARCHPATH", "ENCODING", "STDSTRINGS",
 }
 
-// tocFields parses the part of a list line after "ID; ". The owner is the
-// last word (empty for entries without one); the tag is what lies between
-// the schema and the owner.
-func tocFields(entry string) *tocEntry {
-	_, rest, ok := strings.Cut(entry, "; ")
-	if !ok {
+// parseTOC parses a line of pg_restore --list, "ID; TABLEOID OID DESC
+// SCHEMA TAG OWNER", or, without withSchema, the same without SCHEMA as
+// pg_restore's errors show it. The owner is the last word (empty for
+// entries without one); the tag is what lies between the schema and the
+// owner. It returns nil for comment lines.
+func parseTOC(entry string, withSchema bool) *tocEntry {
+	id, rest, ok := strings.Cut(entry, "; ")
+	if _, err := strconv.Atoi(id); !ok || err != nil {
 		return nil
 	}
 	// TABLEOID OID
@@ -277,8 +273,10 @@ func tocFields(entry string) *tocEntry {
 		e.desc = d
 	}
 	rest = rest[len(e.desc)+1:]
-	if e.schema, rest, ok = strings.Cut(rest, " "); !ok {
-		return nil
+	if withSchema {
+		if e.schema, rest, ok = strings.Cut(rest, " "); !ok {
+			return nil
+		}
 	}
 	if i := strings.LastIndexByte(rest, ' '); i >= 0 {
 		e.tag, e.owner = rest[:i], rest[i+1:]
@@ -295,7 +293,7 @@ func tocFields(entry string) *tocEntry {
 func filterList(list string, servers []string) (kept string, dropped []string) {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(list, "\n") {
-		e := tocFields(strings.TrimRight(line, "\n"))
+		e := parseTOC(strings.TrimRight(line, "\n"), true)
 		if e != nil && ownEntry(e, servers) {
 			dropped = append(dropped, strings.TrimRight(line, "\n"))
 			continue
