@@ -179,6 +179,48 @@ func (s *session) loadOrigins(ctx context.Context) error {
 		to_regclass('pgactive.pgactive_tombstones') IS NOT NULL`).Scan(&s.history, &s.tombstones)
 }
 
+// errRowAppeared means a row with the key appeared between the read and the
+// insert (a concurrent local or other-origin insert): read and decide again.
+var errRowAppeared = errors.New("row appeared while deciding")
+
+// resolveChange reads the local version of c's row, decides, and acts,
+// deciding again when a concurrent insert got there first.
+func (s *session) resolveChange(ctx context.Context, txn *stream.Txn, c *stream.Change, t *table, in conflicts.Change, self conflicts.NodeID) (conflicts.Decision, localRow, error) {
+	for attempt := 0; ; attempt++ {
+		local, err := s.readLocal(ctx, t, oldKey(c))
+		if err != nil {
+			return conflicts.Decision{}, local, err
+		}
+		if err := s.knowOrigin(ctx, local.roident); err != nil {
+			return conflicts.Decision{}, local, err
+		}
+		in.Op, in.FullRow = opOf(c.Op), fullRow(c.New)
+		ver := s.version(local, in)
+		if !local.exists {
+			if ver, err = s.readTombstone(ctx, t, oldKey(c)); err != nil {
+				return conflicts.Decision{}, local, err
+			}
+		}
+		d := conflicts.Decide(ver, in, self)
+		if d.Action == conflicts.Retry {
+			return d, local, conflicts.NewConflict(t.name, keyText(t, oldKey(c)), ver, in, d)
+		}
+		err = s.act(ctx, d.Action, c, t, !local.exists)
+		if errors.Is(err, errRowAppeared) && attempt < 10 {
+			continue
+		}
+		if err != nil {
+			return d, local, err
+		}
+		if d.RecordTombstone && d.Action != conflicts.ApplyAsIs { // a delete that found no row
+			if err := s.recordTombstone(ctx, t, oldKey(c)); err != nil {
+				return d, local, err
+			}
+		}
+		return d, local, nil
+	}
+}
+
 // slowPath applies a chunk change by change: each row is locked and read,
 // the conflicts package decides, and conflicts are recorded.
 func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table) error {
@@ -196,31 +238,9 @@ func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table
 		if len(t.keys) == 0 {
 			return fmt.Errorf("table %s has no replica identity on the origin: add a primary key", t.name)
 		}
-		local, err := s.readLocal(ctx, t, oldKey(c))
+		d, local, err := s.resolveChange(ctx, txn, c, t, in, self)
 		if err != nil {
 			return err
-		}
-		if err := s.knowOrigin(ctx, local.roident); err != nil {
-			return err
-		}
-		in.Op, in.FullRow = opOf(c.Op), fullRow(c.New)
-		ver := s.version(local, in)
-		if !local.exists {
-			if ver, err = s.readTombstone(ctx, t, oldKey(c)); err != nil {
-				return err
-			}
-		}
-		d := conflicts.Decide(ver, in, self)
-		if d.Action == conflicts.Retry {
-			return conflicts.NewConflict(t.name, keyText(t, oldKey(c)), ver, in, d)
-		}
-		if err := s.act(ctx, d.Action, c, t); err != nil {
-			return err
-		}
-		if d.RecordTombstone && d.Action != conflicts.ApplyAsIs { // a delete that found no row
-			if err := s.recordTombstone(ctx, t, oldKey(c)); err != nil {
-				return err
-			}
 		}
 		if d.Conflict {
 			s.w.status.countConflict(string(d.Type))
@@ -252,8 +272,10 @@ func fullRow(t stream.Tuple) bool {
 	return len(t) > 0
 }
 
-// act carries out a decision on one change.
-func (s *session) act(ctx context.Context, a conflicts.Action, c *stream.Change, t *table) error {
+// act carries out a decision on one change. An insert into a key that was
+// free when read runs under a savepoint, so that a row inserted meanwhile
+// makes it report errRowAppeared instead of failing the transaction.
+func (s *session) act(ctx context.Context, a conflicts.Action, c *stream.Change, t *table, wasFree bool) error {
 	var sql string
 	var params [][]byte
 	switch a {
@@ -279,7 +301,19 @@ func (s *session) act(ctx context.Context, a conflicts.Action, c *stream.Change,
 	default:
 		return fmt.Errorf("unexpected decision %v", a)
 	}
+	guarded := wasFree && (a == conflicts.ApplyAsInsert || (a == conflicts.ApplyAsIs && c.Op == stream.OpInsert))
+	if guarded {
+		if _, err := s.conn.Exec(ctx, "SAVEPOINT pgactive_change"); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+	}
 	tag, err := s.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Close()
+	if guarded && isRowStateError(err) {
+		if _, rerr := s.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgactive_change"); rerr != nil {
+			return fmt.Errorf("roll back to savepoint: %w", rerr)
+		}
+		return errRowAppeared
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", c.Op, t.name, err)
 	}

@@ -149,6 +149,12 @@ func (s *session) apply(ctx context.Context, msg jetstream.Msg, seq uint64, txn 
 		}
 		s.open, s.openLSN, s.nextChunk = true, txn.CommitLSN, 0
 	}
+	if txn.Chunk == 0 {
+		if ahead, warn := conflicts.FutureCommit(txn.Time(), time.Now(), conflicts.DefaultSkewTolerance); warn {
+			s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",
+				"lsn", txn.CommitLSN, "ahead", ahead)
+		}
+	}
 	if !s.open || txn.CommitLSN != s.openLSN || txn.Chunk != s.nextChunk {
 		return s.park(ctx, msg, seq, fmt.Errorf("%w: chunk %d of transaction %s out of order", stream.ErrMalformed, txn.Chunk, txn.CommitLSN))
 	}

@@ -51,6 +51,7 @@ type Agent struct {
 	appliers map[string]*applier // by origin node name
 	members  map[string]uint64   // node name → sysid, as last seen
 	paused   atomic.Bool
+	run      func(Member) error // starts an apply worker again (set once Run started one)
 }
 
 // SetPaused holds (true) or resumes (false) every apply worker of the node
@@ -61,6 +62,7 @@ type applier struct {
 	w      *apply.Worker
 	key    string // the origin's member key
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the worker returned
 }
 
 // ErrDetached is returned by Run when this node was detached from its group.
@@ -300,10 +302,15 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 		return err
 	}
 	wctx, cancel := context.WithCancel(ctx)
+	ap := &applier{w: w, key: stream.NodeKey(m.Name), cancel: cancel, done: make(chan struct{})}
 	a.mu.Lock()
-	a.appliers[m.Name] = &applier{w: w, key: stream.NodeKey(m.Name), cancel: cancel}
+	a.appliers[m.Name] = ap
+	a.run = func(restart Member) error { return a.startApply(ctx, g, self, restart) }
 	a.mu.Unlock()
-	g.Go(func() error { return w.Run(wctx) })
+	g.Go(func() error {
+		defer close(ap.done)
+		return w.Run(wctx)
+	})
 	a.log.Info("apply worker started", "origin", m.Name)
 	return nil
 }
@@ -319,14 +326,50 @@ func (a *Agent) memberIDs() map[string]uint64 {
 	return out
 }
 
-func (a *Agent) stopApply(origin string) {
+func (a *Agent) stopApply(origin string) <-chan struct{} {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ap, ok := a.appliers[origin]; ok {
-		ap.cancel()
-		delete(a.appliers, origin)
-		a.log.Info("apply worker stopped", "origin", origin)
+	ap, ok := a.appliers[origin]
+	if !ok {
+		done := make(chan struct{})
+		close(done)
+		return done
 	}
+	ap.cancel()
+	delete(a.appliers, origin)
+	a.log.Info("apply worker stopped", "origin", origin)
+	return ap.done
+}
+
+// SkipChanges makes this node skip every transaction of member m up to and
+// including the one that committed at upto (pgactive_skip_changes): the
+// member's apply worker stops, its replication origin moves to upto, and
+// the worker starts again from there.
+func (a *Agent) SkipChanges(ctx context.Context, m Member, upto string) error {
+	a.mu.Lock()
+	restart := a.run
+	a.mu.Unlock()
+	select {
+	case <-a.stopApply(m.Name):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	conn, err := Connect(ctx, a.cfg.DSN, a.cfg.Node)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	origin := apply.OriginName(a.cfg.Group, m.Name)
+	_, err = conn.Exec(ctx, `SELECT pg_replication_origin_advance($1, $2::pg_lsn)
+		WHERE pg_replication_origin_oid($1) IS NOT NULL
+		  AND coalesce(pg_replication_origin_progress($1, true), '0/0') < $2::pg_lsn`, origin, upto)
+	if err != nil {
+		err = fmt.Errorf("advance replication origin %s to %s: %w", origin, upto, err)
+	}
+	if restart == nil {
+		return err
+	}
+	return errors.Join(err, restart(m))
 }
 
 func (a *Agent) stopApplyKey(key string) {

@@ -243,6 +243,8 @@ func (c *Controller) carryOut(ctx context.Context, r *request) error {
 		return c.detachNodes(ctx, r.Args)
 	case "remove":
 		return c.remove(ctx, r.Args)
+	case "skip_changes":
+		return c.skipChanges(ctx, r.Args)
 	}
 	return fmt.Errorf("request %q is not supported by this agent", r.Kind)
 }

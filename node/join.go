@@ -91,13 +91,14 @@ type JoinProgress struct {
 
 // Percent is the share of the data copied, 0 to 100.
 func (p JoinProgress) Percent() float64 {
-	if p.TotalBytes <= 0 {
-		if p.Phase == PhaseCopy || p.Phase == PhaseRegister || p.Phase == PhaseSnapshot || p.Phase == PhaseSchema {
-			return 0
-		}
-		return 100
+	if p.TotalBytes > 0 {
+		return 100 * float64(p.CopiedBytes) / float64(p.TotalBytes)
 	}
-	return 100 * float64(p.CopiedBytes) / float64(p.TotalBytes)
+	switch p.Phase {
+	case PhasePostData, PhaseOrigins, PhaseDone:
+		return 100 // nothing to copy, and it is copied
+	}
+	return 0
 }
 
 // Join makes the empty database at cfg.DSN a copy of cfg.SourceNode's that
@@ -125,12 +126,12 @@ func (p JoinProgress) Percent() float64 {
 //
 // On failure the error says what to do, and what Join created in NATS (the
 // member record, the node's stream, the consumers both ways) is deleted, so
-// no stream keeps messages for the node. A failure before the restore
-// leaves the joining database as it was; after the restore began, it holds
-// a partial copy (schema, some tables, replication origins
-// pgactive_<group>_copy_<i>) and must be dropped and re-created before
-// joining again. The source keeps nothing: its temporary slot goes with
-// the connection.
+// no stream keeps messages for the node. A failure up to the restore of
+// the schema's first part (which runs in one transaction) leaves the joining
+// database as it was; a later one leaves a partial copy (schema, some
+// tables, replication origins pgactive_<group>_copy_<i>), and the database
+// must be dropped and re-created before joining again. The source keeps
+// nothing: its temporary slot goes with the connection.
 func Join(ctx context.Context, cfg JoinConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -157,7 +158,7 @@ type joiner struct {
 	kv         jetstream.KeyValue
 	registered bool // the member record, stream or consumers may exist
 	members    []Member
-	restoring  bool // the joining database has been changed
+	restoring  bool // the joining database holds part of the copy
 }
 
 // snapshot is the source's exported snapshot and where it stands.
@@ -322,11 +323,12 @@ func (j *joiner) restorePreData(ctx context.Context, binDir string, snap *snapsh
 		return nil, err
 	}
 	j.log.Debug("left pgactive's own objects out of the restore", "entries", len(dropped))
-	j.restoring = true
+	// One transaction: a failure leaves the joining database as it was.
 	if err := restoreSection(ctx, dstTool, d.dump, d.list, "pre-data"); err != nil {
 		d.remove()
 		return nil, err
 	}
+	j.restoring = true
 	return d, nil
 }
 

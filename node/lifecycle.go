@@ -231,3 +231,28 @@ func (c *Controller) remove(ctx context.Context, args map[string]any) error {
 	c.group, c.node = "", ""
 	return nil
 }
+
+// skipChanges carries out pgactive_skip_changes(from_sysid, from_timeline,
+// from_dboid, upto_lsn).
+func (c *Controller) skipChanges(ctx context.Context, args map[string]any) error {
+	if c.agent == nil || c.group == "" {
+		return errors.New("this node is not replicating: nothing to skip")
+	}
+	sysid, _ := args["from_sysid"].(string)
+	upto, _ := args["upto_lsn"].(string)
+	dboid, _ := args["from_dboid"].(float64)
+	kv, err := c.layout(c.group).EnsureBucket(ctx)
+	if err != nil {
+		return err
+	}
+	members, err := Members(ctx, kv)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if strconv.FormatUint(m.SysID, 10) == sysid && (dboid == 0 || uint32(dboid) == m.DBOID) && m.Name != c.node {
+			return c.agent.SkipChanges(ctx, m, upto)
+		}
+	}
+	return fmt.Errorf("no member of group %q has sysid %s and dboid %v: see pgactive.pgactive_nodes", c.group, sysid, dboid)
+}

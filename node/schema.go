@@ -188,41 +188,45 @@ func restoreSection(ctx context.Context, dst *pgTool, dump, listFile, section st
 	if !errors.As(err, &te) {
 		return fmt.Errorf("restore %s: %w", section, err)
 	}
-	object, reason := restoreFailure(te.stderr)
-	return fmt.Errorf("restore %s: %s: %s: %s: %w", section, object, reason, restoreFix(reason), te.err)
+	statement, reason := restoreFailure(te.stderr)
+	return fmt.Errorf("restore %s: %s: %s: %s: %w", section, statement, reason, restoreFix(reason), te.err)
 }
 
-// restoreFailure finds the failing object and PostgreSQL's message in
-// pg_restore's standard error.
-func restoreFailure(stderr string) (object, reason string) {
-	object, reason = "an object", stderr
+// restoreFailure finds the failing statement and PostgreSQL's message in
+// pg_restore's standard error:
+//
+//	pg_restore: error: could not execute query: ERROR:  role "app" does not exist
+//	Command was: ALTER TABLE public.items OWNER TO app;
+func restoreFailure(stderr string) (statement, reason string) {
+	statement, reason = "a statement", stderr
 	for _, line := range strings.Split(stderr, "\n") {
-		// "from TOC entry ID; TABLEOID OID DESC TAG OWNER": no schema here.
-		if _, entry, ok := strings.Cut(line, "from TOC entry "); ok {
-			if f := parseTOC(entry, false); f != nil {
-				object = strings.ToLower(f.desc) + " " + f.tag
-			}
-		}
 		if _, msg, ok := strings.Cut(line, "ERROR:"); ok && reason == stderr {
 			reason = strings.TrimSpace(msg)
 		}
+		if cmd, ok := strings.CutPrefix(line, "Command was: "); ok {
+			cmd = strings.TrimRight(strings.TrimSpace(cmd), "(;, ")
+			if len(cmd) > 120 {
+				cmd = cmd[:120] + "..."
+			}
+			statement = cmd
+		}
 	}
-	return object, reason
+	return statement, reason
 }
 
 // restoreFix says what to do about a failed restore.
 func restoreFix(reason string) string {
 	switch {
 	case strings.Contains(reason, "already exists"):
-		return "the joining database must be empty: drop and re-create it, then join again"
+		return "the joining database must be empty: join into a new database"
 	case strings.Contains(reason, "role") && strings.Contains(reason, "does not exist"):
-		return "create the source's roles on the joining server (pg_dumpall --roles-only on the source), re-create the joining database, then join again"
+		return "create the source's roles on the joining server (pg_dumpall --roles-only on the source), then join again"
 	case strings.Contains(reason, "tablespace"):
-		return "create the source's tablespaces on the joining server, re-create the joining database, then join again"
+		return "create the source's tablespaces on the joining server, then join again"
 	case strings.Contains(reason, "extension") || strings.Contains(reason, "control file"):
-		return "install the extension's files on the joining server, re-create the joining database, then join again"
+		return "install the extension's files on the joining server, then join again"
 	}
-	return "fix the object on the source or the joining server, re-create the joining database, then join again"
+	return "fix the object on the source or the joining server, then join again"
 }
 
 // tocEntry is one line of pg_restore --list: "ID; TABLEOID OID DESC SCHEMA TAG OWNER".
@@ -243,11 +247,10 @@ var tocDescs = []string{
 }
 
 // parseTOC parses a line of pg_restore --list, "ID; TABLEOID OID DESC
-// SCHEMA TAG OWNER", or, without withSchema, the same without SCHEMA as
-// pg_restore's errors show it. The owner is the last word (empty for
-// entries without one); the tag is what lies between the schema and the
-// owner. It returns nil for comment lines.
-func parseTOC(entry string, withSchema bool) *tocEntry {
+// SCHEMA TAG OWNER". The owner is the last word (empty for entries without
+// one); the tag is what lies between the schema and the owner. It returns
+// nil for comment lines.
+func parseTOC(entry string) *tocEntry {
 	id, rest, ok := strings.Cut(entry, "; ")
 	if _, err := strconv.Atoi(id); !ok || err != nil {
 		return nil
@@ -273,10 +276,8 @@ func parseTOC(entry string, withSchema bool) *tocEntry {
 		e.desc = d
 	}
 	rest = rest[len(e.desc)+1:]
-	if withSchema {
-		if e.schema, rest, ok = strings.Cut(rest, " "); !ok {
-			return nil
-		}
+	if e.schema, rest, ok = strings.Cut(rest, " "); !ok {
+		return nil
 	}
 	if i := strings.LastIndexByte(rest, ' '); i >= 0 {
 		e.tag, e.owner = rest[:i], rest[i+1:]
@@ -293,7 +294,7 @@ func parseTOC(entry string, withSchema bool) *tocEntry {
 func filterList(list string, servers []string) (kept string, dropped []string) {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(list, "\n") {
-		e := parseTOC(strings.TrimRight(line, "\n"), true)
+		e := parseTOC(strings.TrimRight(line, "\n"))
 		if e != nil && ownEntry(e, servers) {
 			dropped = append(dropped, strings.TrimRight(line, "\n"))
 			continue

@@ -81,21 +81,19 @@ func TestFilterList(t *testing.T) {
 
 func TestParseTOC(t *testing.T) {
 	for _, tc := range []struct {
-		line       string
-		withSchema bool
-		want       *tocEntry
+		line string
+		want *tocEntry
 	}{
-		{"218; 1259 16398 TABLE public t postgres", true, &tocEntry{"TABLE", "public", "t", "postgres"}},
-		{"3392; 0 0 COMMENT - EXTENSION pg_stat_statements ", true, &tocEntry{"COMMENT", "-", "EXTENSION pg_stat_statements", ""}},
-		{"3394; 0 0 USER MAPPING - USER MAPPING public SERVER other srv postgres", true,
+		{"218; 1259 16398 TABLE public t postgres", &tocEntry{"TABLE", "public", "t", "postgres"}},
+		{"3392; 0 0 COMMENT - EXTENSION pg_stat_statements ", &tocEntry{"COMMENT", "-", "EXTENSION pg_stat_statements", ""}},
+		{"3394; 0 0 USER MAPPING - USER MAPPING public SERVER other srv postgres",
 			&tocEntry{"USER MAPPING", "-", "USER MAPPING public SERVER other srv", "postgres"}},
-		{"2063; 2328 16391 FOREIGN DATA WRAPPER - pgactive_fdw postgres", true, &tocEntry{"FOREIGN DATA WRAPPER", "-", "pgactive_fdw", "postgres"}},
-		{"3382; 6106 16406 PUBLICATION TABLE public mine t postgres", true, &tocEntry{"PUBLICATION TABLE", "public", "mine t", "postgres"}},
-		{"218; 1259 16398 TABLE t postgres", false, &tocEntry{"TABLE", "", "t", "postgres"}},
-		{";     dbname: postgres", true, nil},
-		{"", true, nil},
+		{"2063; 2328 16391 FOREIGN DATA WRAPPER - pgactive_fdw postgres", &tocEntry{"FOREIGN DATA WRAPPER", "-", "pgactive_fdw", "postgres"}},
+		{"3382; 6106 16406 PUBLICATION TABLE public mine t postgres", &tocEntry{"PUBLICATION TABLE", "public", "mine t", "postgres"}},
+		{";     dbname: postgres", nil},
+		{"", nil},
 	} {
-		got := parseTOC(tc.line, tc.withSchema)
+		got := parseTOC(tc.line)
 		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
 			t.Errorf("parseTOC(%q): got %+v, want %+v", tc.line, got, tc.want)
 		}
@@ -103,21 +101,20 @@ func TestParseTOC(t *testing.T) {
 }
 
 func TestRestoreFailure(t *testing.T) {
-	stderr := `pg_restore: while PROCESSING TOC:
-pg_restore: from TOC entry 218; 1259 16398 TABLE t postgres
-pg_restore: error: could not execute query: ERROR:  relation "t" already exists
-Command was: CREATE TABLE public.t (
-    id integer NOT NULL
-);`
-	object, reason := restoreFailure(stderr)
-	if object != "table t" || reason != `relation "t" already exists` {
-		t.Errorf("restoreFailure: got %q, %q", object, reason)
-	}
-	if fix := restoreFix(reason); !strings.Contains(fix, "empty") {
-		t.Errorf("fix for %q: %q", reason, fix)
-	}
-	if fix := restoreFix(`role "app" does not exist`); !strings.Contains(fix, "roles-only") {
-		t.Errorf("fix for a missing role: %q", fix)
+	for _, tc := range []struct {
+		stderr, statement, reason, fix string
+	}{
+		{"pg_restore: error: could not execute query: ERROR:  role \"jo\" does not exist\nCommand was: ALTER TABLE public.t OWNER TO jo;\n",
+			"ALTER TABLE public.t OWNER TO jo", `role "jo" does not exist`, "roles-only"},
+		{"pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\nCommand was: CREATE TABLE public.t (\n    id integer\n);\n",
+			"CREATE TABLE public.t", `relation "t" already exists`, "new database"},
+		{"pg_restore: error: connection to server failed", "a statement", "pg_restore: error: connection to server failed", "then join again"},
+	} {
+		statement, reason := restoreFailure(tc.stderr)
+		if statement != tc.statement || reason != tc.reason || !strings.Contains(restoreFix(reason), tc.fix) {
+			t.Errorf("restoreFailure(%q): got %q, %q, fix %q; want %q, %q, a fix with %q",
+				tc.stderr, statement, reason, restoreFix(reason), tc.statement, tc.reason, tc.fix)
+		}
 	}
 }
 
