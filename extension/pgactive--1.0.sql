@@ -740,6 +740,16 @@ AS $fn$
 DECLARE
     t record;
 BEGIN
+    -- A member already has tables: say what is really wrong first.
+    SELECT n.node_name, n.node_status INTO t
+    FROM pgactive.pgactive_nodes n, pgactive.pgactive_get_local_nodeid() i
+    WHERE (n.node_sysid, n.node_timeline, n.node_dboid) = (i.sysid, i.timeline, i.dboid) AND n.node_status <> 'k';
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = 'this database is already a member of a pgactive group',
+            DETAIL = format('It is node "%s" with status ''%s'' in pgactive.pgactive_nodes.', t.node_name, t.node_status),
+            HINT = 'To leave the group, detach this node and run pgactive.pgactive_remove().';
+    END IF;
     IF NOT coalesce(bypass_user_tables_check, false) AND NOT coalesce(data_only_node_init, false) THEN
         SELECT n.nspname, c.relname INTO t
         FROM pg_catalog.pg_class c
@@ -830,6 +840,19 @@ BEGIN
         FROM pgactive.pgactive_nodes n
         WHERE (n.node_sysid, n.node_timeline, n.node_dboid) = (localid.sysid, localid.timeline, localid.dboid);
         IF NOT FOUND THEN
+            -- The agent undoes a create or join it could not carry out.
+            SELECT r.request_id, r.request, r.state, r.error INTO req
+            FROM pgactive.pgactive_requests r
+            WHERE r.request IN ('create_group', 'join_group')
+            ORDER BY r.request_id DESC
+            LIMIT 1;
+            IF FOUND AND req.state = 'failed' THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                    MESSAGE = coalesce(req.error, format('the %s request failed', req.request)),
+                    DETAIL = format('pgactive.pgactive_requests request_id %s (%s) failed; the agent undid it.',
+                                    req.request_id, req.request),
+                    HINT = format('Fix the cause and call pgactive.pgactive_%s again.', req.request);
+            END IF;
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = 'this database is not a pgactive node',
                 HINT = 'Run pgactive.pgactive_create_group(...) or pgactive.pgactive_join_group(...) first.';
