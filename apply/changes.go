@@ -35,6 +35,11 @@ func (s *session) applyChanges(ctx context.Context, txn *stream.Txn) error {
 			return fmt.Errorf("set origin position: %w", err)
 		}
 	}
+	for i := range txn.Changes {
+		if txn.Changes[i].Op == stream.OpMessage { // DDL runs statement by statement
+			return s.slowPath(ctx, txn, tables)
+		}
+	}
 	err = s.fastPath(ctx, txn, tables)
 	if errors.Is(err, errNeedsResolution) {
 		if _, rerr := s.conn.Exec(ctx, "ROLLBACK TO "+strings.TrimPrefix(savepoint, "SAVEPOINT ")); rerr != nil {

@@ -234,6 +234,12 @@ func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table
 			}
 			continue
 		}
+		if c.Op == stream.OpMessage {
+			if err := s.runDDL(ctx, c); err != nil {
+				return err
+			}
+			continue
+		}
 		t := tables[c.Rel]
 		if len(t.keys) == 0 {
 			return fmt.Errorf("table %s has no replica identity on the origin: add a primary key", t.name)
@@ -437,4 +443,20 @@ func errorColumns(cause error) errorFields {
 		}
 	}
 	return e
+}
+
+// runDDL runs a command replicated with pgactive_replicate_ddl_command, as
+// the origin ran it: with an empty search_path, in the applied transaction.
+func (s *session) runDDL(ctx context.Context, c *stream.Change) error {
+	if c.Prefix != stream.PrefixDDL {
+		return nil
+	}
+	if _, err := s.conn.Exec(ctx, "SET LOCAL search_path = ''"); err != nil {
+		return fmt.Errorf("replicated DDL: %w", err)
+	}
+	if _, err := s.conn.PgConn().Exec(ctx, string(c.Content)).ReadAll(); err != nil {
+		return fmt.Errorf("replicated DDL %q: %w", string(c.Content), err)
+	}
+	s.w.log.Info("ran replicated DDL", "command", string(c.Content))
+	return nil
 }

@@ -154,6 +154,11 @@ func (a *Assembler) change(msg pglogrepl.Message) (Event, error) {
 		c.OldFull = m.OldTupleType == pglogrepl.DeleteMessageTupleTypeOld
 	case *pglogrepl.TruncateMessage:
 		return a.truncate(m)
+	case *pglogrepl.LogicalDecodingMessage:
+		if !m.Transactional || m.Prefix != stream.PrefixDDL {
+			return Event{}, nil
+		}
+		return a.append(stream.Change{Op: stream.OpMessage, Prefix: m.Prefix, Content: m.Content}, nil, len(m.Content)+len(m.Prefix))
 	default:
 		return Event{}, nil // logical decoding messages and the like are not replicated
 	}
@@ -201,9 +206,11 @@ func (a *Assembler) append(c stream.Change, relIDs []uint32, size int) (Event, e
 	for i, id := range relIDs {
 		idx[i] = a.relation(id)
 	}
-	if c.Op == stream.OpTruncate {
+	switch c.Op {
+	case stream.OpTruncate:
 		c.Truncated = idx
-	} else {
+	case stream.OpMessage:
+	default:
 		c.Rel = idx[0]
 	}
 	a.cur.Changes = append(a.cur.Changes, c)

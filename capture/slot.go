@@ -74,7 +74,7 @@ func DropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 // slot's confirmed position.
 func startReplication(ctx context.Context, conn *pgconn.PgConn, slot string) error {
 	err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + PublicationName + "'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + PublicationName + "'", "messages 'true'"},
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on slot %q: %w", slot, err)

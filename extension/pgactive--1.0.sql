@@ -1288,10 +1288,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'cmd must not be empty';
     END IF;
     EXECUTE cmd;
-    PERFORM pgactive._pgactive_request('replicate_ddl', pg_catalog.jsonb_build_object(
-        'command', cmd,
-        'search_path', '',
-        'role', current_user::text));
+    -- Decoded in this transaction's place in the stream: every other node
+    -- runs the command between the same data changes.
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'pgactive:ddl', cmd);
 END
 $fn$;
 COMMENT ON FUNCTION pgactive.pgactive_replicate_ddl_command(text) IS

@@ -135,3 +135,26 @@ func TestLifecycleJoinErrors(t *testing.T) {
 		t.Fatalf("joining an already joined database: err=%v, psql printed %s", err, stderr)
 	}
 }
+
+// TestReplicateDDL: pgactive_replicate_ddl_command runs the command on every
+// node, in its place among the data changes.
+func TestReplicateDDL(t *testing.T) {
+	_, nodes := sqlGroup(t, 2, itemsSchema)
+	nodes[1].Psql(t, "app", joinSQL(2, 1)+"\nSELECT pgactive.pgactive_wait_for_node_ready(120);")
+	nodes[0].Psql(t, "app", `BEGIN;
+INSERT INTO items VALUES (1, 'before');
+SELECT pgactive.pgactive_replicate_ddl_command('ALTER TABLE public.items ADD COLUMN note text DEFAULT ''n/a''');
+INSERT INTO items VALUES (2, 'after', 0, 'with note');
+COMMIT;
+SELECT pgactive.pgactive_replicate_ddl_command('CREATE TABLE public.more (id int PRIMARY KEY, v text)');`)
+	conns := []*pgxConn{nodes[0].Connect(t, "app"), nodes[1].Connect(t, "app")}
+	WaitSameRows(t, time.Minute, "items", conns...)
+	WaitFor(t, time.Minute, "table more on node2", func() (bool, error) {
+		return count(t, conns[1], `SELECT count(*) FROM pg_tables WHERE tablename = 'more'`) == 1, nil
+	})
+	mustExec(t, conns[1], `INSERT INTO more VALUES (1, 'from node2')`)
+	WaitSameRows(t, time.Minute, "more", conns...)
+	if got := count(t, conns[1], `SELECT count(*) FROM items WHERE note = 'with note'`); got != 1 {
+		t.Fatalf("row written after the ALTER on node2: got %d, want 1", got)
+	}
+}

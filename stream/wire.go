@@ -41,7 +41,12 @@ const (
 	OpUpdate   Op = 'U'
 	OpDelete   Op = 'D'
 	OpTruncate Op = 'T'
+	OpMessage  Op = 'M' // a transactional logical decoding message, such as replicated DDL
 )
+
+// PrefixDDL is the logical decoding message prefix of a DDL command to run on
+// every node (pgactive_replicate_ddl_command).
+const PrefixDDL = "pgactive:ddl"
 
 func (o Op) String() string {
 	switch o {
@@ -53,6 +58,8 @@ func (o Op) String() string {
 		return "delete"
 	case OpTruncate:
 		return "truncate"
+	case OpMessage:
+		return "message"
 	}
 	return "op(" + strconv.Itoa(int(o)) + ")"
 }
@@ -183,6 +190,9 @@ type Change struct {
 	// TruncateCascade and TruncateRestartIdentity.
 	Truncated     []int `msgpack:"tr,omitempty"`
 	TruncateFlags uint8 `msgpack:"tf,omitempty"`
+	// Prefix and Content are a message's (OpMessage).
+	Prefix  string `msgpack:"p,omitempty"`
+	Content []byte `msgpack:"m,omitempty"`
 }
 
 // Txn is one committed transaction of an origin node, or one chunk of it.
@@ -272,6 +282,12 @@ func (t *Txn) validate() error {
 }
 
 func (t *Txn) validateChange(c *Change) error {
+	if c.Op == OpMessage {
+		if c.Prefix == "" {
+			return errors.New("message without prefix")
+		}
+		return nil
+	}
 	if c.Op == OpTruncate {
 		if len(c.Truncated) == 0 {
 			return errors.New("truncate of no relation")
