@@ -371,6 +371,13 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 	if !s.history {
 		return nil
 	}
+	withTuples := true
+	if s.w.cfg.ConflictLogging != nil {
+		var log bool
+		if log, withTuples = s.w.cfg.ConflictLogging(); !log {
+			return nil
+		}
+	}
 	remote := c.New
 	if c.Op == stream.OpDelete {
 		remote = c.Old
@@ -386,6 +393,9 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 	}
 	if rt := tupleJSON(&t.rel, remote); rt != "" {
 		remoteTuple = &rt
+	}
+	if !withTuples {
+		localTuple, remoteTuple = nil, nil
 	}
 	e := errorColumns(cause)
 	_, err := conn.Exec(ctx, `INSERT INTO pgactive.pgactive_conflict_history (

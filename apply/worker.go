@@ -35,6 +35,9 @@ type Config struct {
 	// Paused, when set and true, holds apply between transactions
 	// (pgactive_apply_pause()).
 	Paused func() bool
+	// ConflictLogging, when set, says whether conflicts are written to
+	// pgactive_conflict_history and whether with their tuples (default: both).
+	ConflictLogging func() (log, tuples bool)
 }
 
 // Validate reports a configuration apply cannot run with.

@@ -172,3 +172,43 @@ func TestConflictInsertInsert(t *testing.T) {
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// TestConflictSettings: pgactive.log_conflicts_to_table and
+// pgactive.conflict_logging_include_tuples, set with ALTER DATABASE, change
+// what the history records.
+func TestConflictSettings(t *testing.T) {
+	ns := StartNATS(t)
+	var pgs [2]*Postgres
+	var conns [2]*pgx.Conn
+	var cfgs [2]node.Config
+	for i := range pgs {
+		pgs[i] = StartPostgres(t)
+		pgs[i].CreateDatabase(t, "app")
+		pgs[i].Exec(t, "app", itemsSchema)
+		conns[i] = pgs[i].Connect(t, "app")
+		createSchema(t, conns[i])
+		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
+	}
+	pgs[0].Exec(t, "app", `ALTER DATABASE app SET pgactive.conflict_logging_include_tuples = off`)
+	pgs[1].Exec(t, "app", `ALTER DATABASE app SET pgactive.log_conflicts_to_table = off`)
+	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
+	WaitAppliers(t, a[0], "n2")
+	WaitAppliers(t, a[1], "n1")
+	a[0].Stop()
+	a[1].Stop()
+	mustExec(t, conns[0], `INSERT INTO items VALUES (1, 'first', 1)`)
+	mustExec(t, conns[1], `INSERT INTO items VALUES (1, 'second', 2)`)
+	StartAgent(t, ns.URL(), cfgs[0])
+	b := StartAgent(t, ns.URL(), cfgs[1])
+	WaitSameRows(t, time.Minute, "items", conns[0], conns[1])
+	WaitFor(t, 30*time.Second, "the conflict recorded on n1 without tuples", func() (bool, error) {
+		rows := conflictRows(t, conns[0])
+		return len(rows) == 1 && rows[0].LocalTuple == nil && rows[0].RemoteTuple == nil, nil
+	})
+	WaitFor(t, 30*time.Second, "the conflict counted on n2", func() (bool, error) {
+		return b.Appliers()["n1"].Status().Conflicts()["insert_insert"] == 1, nil
+	})
+	if rows := conflictRows(t, conns[1]); len(rows) != 0 {
+		t.Fatalf("n2 logs conflicts although pgactive.log_conflicts_to_table = off: %+v", rows)
+	}
+}

@@ -52,6 +52,8 @@ type Agent struct {
 	members  map[string]uint64   // node name → sysid, as last seen
 	paused   atomic.Bool
 	run      func(Member) error // starts an apply worker again (set once Run started one)
+
+	conflictSettings atomic.Pointer[ConflictSettings]
 }
 
 // SetPaused holds (true) or resumes (false) every apply worker of the node
@@ -143,6 +145,9 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 	a.mu.Lock()
 	a.identity = id
 	a.mu.Unlock()
+	if _, err := a.loadSettings(ctx, conn); err != nil {
+		return Member{}, nil, err
+	}
 
 	kv, err := a.layout.EnsureBucket(ctx)
 	if err != nil {
@@ -297,7 +302,8 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 		return err
 	}
 	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
-		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load}, a.layout, a.nc, a.base)
+		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load,
+		ConflictLogging: a.conflictLogging}, a.layout, a.nc, a.base)
 	if err != nil {
 		return err
 	}

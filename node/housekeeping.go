@@ -9,9 +9,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// maintainEvery is how often the agent puts tombstone triggers on new tables
-// and forgets tombstones no node needs any more.
+// maintainEvery is how often the agent reads its settings, puts tombstone
+// triggers on new tables, and forgets tombstones and conflict history rows no
+// one needs any more.
 const maintainEvery = 5 * time.Second
+
+// Settings read from the database's own configuration (ALTER DATABASE ...
+// SET), under pgactive's names where pgactive has them.
+const (
+	settingLogConflicts     = "pgactive.log_conflicts_to_table"          // on (default) or off
+	settingConflictTuples   = "pgactive.conflict_logging_include_tuples" // on (default) or off
+	settingHistoryRetention = "pgactive.conflict_history_retention"      // an interval, default 30 days
+	defaultHistoryRetention = "30 days"
+)
+
+// ConflictSettings say how apply records conflicts.
+type ConflictSettings struct {
+	Log    bool // write rows to pgactive_conflict_history
+	Tuples bool // with local_tuple and remote_tuple
+}
 
 // maintain runs the agent's housekeeping until ctx ends.
 func (a *Agent) maintain(ctx context.Context) error {
@@ -42,14 +58,31 @@ func (a *Agent) maintain(ctx context.Context) error {
 }
 
 func (a *Agent) housekeeping(ctx context.Context, conn *pgx.Conn) error {
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_tombstones') IS NOT NULL`).Scan(&ok); err != nil || !ok {
+	settings, err := a.loadSettings(ctx, conn)
+	if err != nil {
 		return err
+	}
+	retention := settings[settingHistoryRetention]
+	if retention == "" {
+		retention = defaultHistoryRetention
+	}
+	var history, ok bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL,
+		to_regclass('pgactive.pgactive_tombstones') IS NOT NULL`).Scan(&history, &ok); err != nil {
+		return err
+	}
+	if history {
+		if _, err := conn.Exec(ctx, `DELETE FROM pgactive.pgactive_conflict_history WHERE local_conflict_time < now() - $1::interval`, retention); err != nil {
+			return fmt.Errorf("apply %s = %q: %w", settingHistoryRetention, retention, err)
+		}
+	}
+	if !ok {
+		return nil
 	}
 	if err := ensureTombstoneTriggers(ctx, conn); err != nil {
 		return err
 	}
-	_, err := conn.Exec(ctx, `DELETE FROM pgactive.pgactive_tombstones x
+	_, err = conn.Exec(ctx, `DELETE FROM pgactive.pgactive_tombstones x
 		WHERE (SELECT c.timestamp FROM pg_xact_commit_timestamp_origin(x.xmin) c) < $1`, a.tombstoneHorizon())
 	if err != nil {
 		return fmt.Errorf("forget old tombstones: %w", err)
@@ -129,4 +162,44 @@ func ensureTombstoneTriggers(ctx context.Context, conn *pgx.Conn) error {
 		}
 	}
 	return nil
+}
+
+// databaseSettings reads the database's own settings (ALTER DATABASE ...
+// SET name = value), which a running session does not see change.
+func databaseSettings(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	rows, err := conn.Query(ctx, `SELECT unnest(setconfig) FROM pg_db_role_setting
+		WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND setrole = 0`)
+	if err != nil {
+		return nil, fmt.Errorf("read database settings: %w", err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var kv string
+		if err := rows.Scan(&kv); err != nil {
+			return nil, err
+		}
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			out[k] = strings.ToLower(v)
+		}
+	}
+	return out, rows.Err()
+}
+
+// loadSettings reads the database's settings and keeps the conflict ones.
+func (a *Agent) loadSettings(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	settings, err := databaseSettings(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	off := func(v string) bool { return v == "off" || v == "false" || v == "0" }
+	a.conflictSettings.Store(&ConflictSettings{Log: !off(settings[settingLogConflicts]), Tuples: !off(settings[settingConflictTuples])})
+	return settings, nil
+}
+
+// conflictLogging returns the current conflict settings for apply workers.
+func (a *Agent) conflictLogging() (log, tuples bool) {
+	if s := a.conflictSettings.Load(); s != nil {
+		return s.Log, s.Tuples
+	}
+	return true, true
 }
