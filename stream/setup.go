@@ -2,9 +2,11 @@ package stream
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -18,12 +20,75 @@ type ConnectOptions struct {
 	URLs string
 	// Name is the client name shown by the server.
 	Name string
-	// Extra options (authentication, TLS) applied after the defaults.
+	// Options (authentication, TLS; see ClientAuth) applied after the defaults.
 	Options []nats.Option
 }
 
+// ClientAuth is how a client proves who it is to NATS and checks the
+// servers: at most one of user and password, token, NKey seed file or
+// credentials file, plus optional TLS files.
+type ClientAuth struct {
+	User         string
+	Password     string
+	Token        string
+	NKeySeedFile string
+	CredsFile    string
+	// TLSCA verifies the servers' certificates; TLSCert and TLSKey are this
+	// client's certificate, for servers that verify clients.
+	TLSCA   string
+	TLSCert string
+	TLSKey  string
+}
+
+// Options returns the nats options for a, reading the files it names. Its
+// errors never hold a secret.
+func (a ClientAuth) Options() ([]nats.Option, error) {
+	methods := 0
+	for _, set := range []bool{a.User != "" || a.Password != "", a.Token != "", a.NKeySeedFile != "", a.CredsFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	switch {
+	case methods > 1:
+		return nil, errors.New("NATS client: use one of user and password, token, NKey seed or credentials file")
+	case a.User != "" && a.Password == "":
+		return nil, fmt.Errorf("NATS client: user %q has no password", a.User)
+	case a.User == "" && a.Password != "":
+		return nil, errors.New("NATS client: a password is set without a user")
+	case (a.TLSCert == "") != (a.TLSKey == ""):
+		return nil, errors.New("NATS client: a TLS client certificate needs both the certificate and its key")
+	}
+	var opts []nats.Option
+	switch {
+	case a.User != "":
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	case a.Token != "":
+		opts = append(opts, nats.Token(a.Token))
+	case a.NKeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(a.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS client: read NKey seed file %s: %w", a.NKeySeedFile, err)
+		}
+		opts = append(opts, o)
+	case a.CredsFile != "":
+		if _, err := os.Stat(a.CredsFile); err != nil {
+			return nil, fmt.Errorf("NATS client: credentials file: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	}
+	if a.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(a.TLSCA))
+	}
+	if a.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(a.TLSCert, a.TLSKey))
+	}
+	return opts, nil
+}
+
 // Connect opens a NATS connection that reconnects forever and returns it with
-// its JetStream context.
+// its JetStream context. It waits (until ctx ends) for JetStream to answer,
+// which on a cluster needs a meta leader, hence a majority of its servers.
 func Connect(ctx context.Context, o ConnectOptions, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(o.Name),
@@ -42,18 +107,74 @@ func Connect(ctx context.Context, o ConnectOptions, log *slog.Logger) (*nats.Con
 	opts = append(opts, o.Options...)
 	nc, err := nats.Connect(o.URLs, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(o.URLs), err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w%s", redactURLs(o.URLs), err, connectHint(err))
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("open JetStream: %w", err)
 	}
-	if _, err := js.AccountInfo(ctx); err != nil {
+	if err := waitJetStream(ctx, js, log); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("JetStream is not available at %s (is the server started with JetStream enabled?): %w", redactURLs(o.URLs), err)
+		return nil, nil, fmt.Errorf("JetStream is not available at %s: %w", redactURLs(o.URLs), err)
 	}
 	return nc, js, nil
+}
+
+// connectHint names the likely fix of a refused connection.
+func connectHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var badName x509.HostnameError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		return " (the server refused the credentials: check the NATS user and password, token, NKey seed or credentials file)"
+	case errors.As(err, &unknownCA):
+		return " (the server's certificate is not signed by a trusted CA: give the CA file)"
+	case errors.As(err, &badName):
+		return " (the server's certificate does not name the host of the URL: connect by a name the certificate holds)"
+	case errors.Is(err, nats.ErrSecureConnRequired):
+		return " (the server requires TLS: give the CA file of its certificate)"
+	case strings.Contains(err.Error(), "certificate required"), strings.Contains(err.Error(), "bad certificate"):
+		return " (the server requires a client certificate: give the client certificate and key)"
+	}
+	return ""
+}
+
+var errNoJetStreamAnswer = errors.New("no answer from JetStream: a cluster answers once a majority of its servers are up and routed to each other")
+
+// waitJetStream waits until JetStream answers, logging once while it waits.
+// A server without JetStream fails at once.
+func waitJetStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	logged := false
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		switch {
+		case err == nil:
+			if logged {
+				log.Info("JetStream available")
+			}
+			return nil
+		case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+			return fmt.Errorf("%w (is the server started with JetStream enabled?)", err)
+		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = errNoJetStreamAnswer
+		}
+		if !logged {
+			log.Warn("waiting for JetStream", "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return errNoJetStreamAnswer
+			}
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // redactURLs hides passwords and tokens in NATS URLs.
@@ -80,9 +201,17 @@ func (l *Layout) replicas() int { return max(l.Replicas, 1) }
 
 // EnsureStream creates or updates the stream of node. Messages are kept until
 // every consumer (one per other member) has acknowledged them.
+//
+// An existing stream is left as it is: updating a stream while consumers of
+// it are being created races inside nats-server.
 func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Stream, error) {
 	name := StreamName(l.Group, node)
-	s, err := l.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if s, err := l.JS.Stream(ctx, name); err == nil {
+		return s, nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	s, err := l.JS.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        name,
 		Description: "pgactive transactions of node " + node,
 		Subjects:    []string{SubjectPrefix(l.Group, node) + ".>"},
@@ -92,6 +221,9 @@ func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Strea
 		Duplicates:  10 * time.Minute,
 		Discard:     jetstream.DiscardOld,
 	})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return l.JS.Stream(ctx, name) // created concurrently
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", name, err)
 	}
@@ -102,6 +234,11 @@ func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Strea
 // origin's stream, delivering everything the stream still holds.
 func (l *Layout) EnsureConsumer(ctx context.Context, origin, target string) (jetstream.Consumer, error) {
 	sname, cname := StreamName(l.Group, origin), ConsumerName(target)
+	if c, err := l.JS.Consumer(ctx, sname, cname); err == nil {
+		return c, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("look up consumer %s on %s: %w", cname, sname, err)
+	}
 	c, err := l.JS.CreateOrUpdateConsumer(ctx, sname, jetstream.ConsumerConfig{
 		Durable:       cname,
 		Description:   "apply of " + origin + " on " + target,
@@ -148,6 +285,11 @@ func (l *Layout) DeleteStream(ctx context.Context, node string) error {
 // EnsureBucket creates or opens the group's key-value bucket.
 func (l *Layout) EnsureBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	name := BucketName(l.Group)
+	if kv, err := l.JS.KeyValue(ctx, name); err == nil {
+		return kv, nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("look up key-value bucket %s: %w", name, err)
+	}
 	kv, err := l.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: "pgactive group " + l.Group + ": members, node state, lag rows",
@@ -164,6 +306,9 @@ func (l *Layout) EnsureBucket(ctx context.Context) (jetstream.KeyValue, error) {
 // EnsureParked creates the stream that keeps undecodable messages.
 func (l *Layout) EnsureParked(ctx context.Context) (jetstream.Stream, error) {
 	name := ParkedStreamName(l.Group)
+	if s, err := l.JS.Stream(ctx, name); err == nil {
+		return s, nil
+	}
 	s, err := l.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        name,
 		Description: "pgactive messages of group " + l.Group + " that could not be applied",
