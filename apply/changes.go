@@ -116,7 +116,7 @@ func (s *session) fastPath(ctx context.Context, txn *stream.Txn, tables []*table
 			return errNeedsResolution
 		}
 	}
-	s.w.status.Changes.Add(uint64(len(txn.Changes)))
+	s.w.status.countChanges(txn.Changes)
 	return nil
 }
 

@@ -255,7 +255,7 @@ func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table
 			}
 		}
 	}
-	s.w.status.Changes.Add(uint64(len(txn.Changes)))
+	s.w.status.countChanges(txn.Changes)
 	return nil
 }
 

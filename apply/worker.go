@@ -66,6 +66,9 @@ type Status struct {
 	AppliedTime  atomic.Int64  // its origin commit time, µs since the Unix epoch
 	Transactions atomic.Uint64
 	Changes      atomic.Uint64
+	Inserts      atomic.Uint64
+	Updates      atomic.Uint64
+	Deletes      atomic.Uint64
 	Errors       atomic.Uint64
 	Parked       atomic.Uint64
 	mu           sync.Mutex
@@ -82,6 +85,25 @@ func (s *Status) Conflicts() map[string]uint64 {
 		out[k] = v
 	}
 	return out
+}
+
+// countChanges adds a committed chunk's changes to the per-kind counters.
+func (s *Status) countChanges(changes []stream.Change) {
+	var ins, upd, del uint64
+	for i := range changes {
+		switch changes[i].Op {
+		case stream.OpInsert:
+			ins++
+		case stream.OpUpdate:
+			upd++
+		case stream.OpDelete:
+			del++
+		}
+	}
+	s.Changes.Add(uint64(len(changes)))
+	s.Inserts.Add(ins)
+	s.Updates.Add(upd)
+	s.Deletes.Add(del)
 }
 
 func (s *Status) countConflict(typ string) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgactive-go/pgactive/apply"
 	"github.com/pgactive-go/pgactive/capture"
+	"github.com/pgactive-go/pgactive/monitor"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -26,6 +27,9 @@ type Config struct {
 	DSN string
 	// Replicas of the streams and bucket this agent creates (0: 1).
 	Replicas int
+	// Monitors, when set, lists this agent's lag monitor while the agent
+	// runs; the HTTP endpoint of `pgactive run` reads it.
+	Monitors *monitor.Set `json:"-"`
 }
 
 // Validate reports a configuration an agent cannot run with.
@@ -35,6 +39,8 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+var _ monitor.Agent = (*Agent)(nil)
 
 // Agent serves one node: its capture worker and one apply worker per other member.
 type Agent struct {
@@ -123,7 +129,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	mon, err := monitor.New(monitor.Config{Group: a.cfg.Group, Node: a.cfg.Node, DSN: a.cfg.DSN, JS: a.layout.JS, Agent: a}, a.base)
+	if err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mon.Run(ctx) })
+	a.cfg.Monitors.Add(mon)
+	defer a.cfg.Monitors.Remove(mon)
 	g.Go(func() error { return a.capture.Run(ctx) })
 	g.Go(func() error { return a.watchMembers(ctx, g, kv, self) })
 	g.Go(func() error { return a.maintain(ctx) })

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgactive-go/pgactive/monitor"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -31,7 +32,9 @@ type ControllerConfig struct {
 	// is not installed (for managed PostgreSQL).
 	CreateSchema func(ctx context.Context, conn *pgx.Conn) error
 	PGBinDir     string
-	Log          *slog.Logger
+	// Monitors lists the lag monitor of the agent while it runs (optional).
+	Monitors *monitor.Set
+	Log      *slog.Logger
 }
 
 // Controller serves the pgactive SQL surface of one database: it waits for

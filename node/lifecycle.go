@@ -48,7 +48,8 @@ func (c *Controller) startAgent(ctx context.Context, n *localNode) error {
 	if c.agent != nil {
 		return nil
 	}
-	a, err := NewAgent(Config{Group: n.Group, Node: n.Name, DSN: c.cfg.DSN, Replicas: c.cfg.Replicas}, c.cfg.NC, c.cfg.JS, c.cfg.Log)
+	a, err := NewAgent(Config{Group: n.Group, Node: n.Name, DSN: c.cfg.DSN, Replicas: c.cfg.Replicas, Monitors: c.cfg.Monitors},
+		c.cfg.NC, c.cfg.JS, c.cfg.Log)
 	if err != nil {
 		return err
 	}

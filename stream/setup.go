@@ -220,6 +220,7 @@ func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Strea
 		Replicas:    l.replicas(),
 		Duplicates:  10 * time.Minute,
 		Discard:     jetstream.DiscardOld,
+		AllowDirect: true, // lets `nats stream view` page an interest stream
 	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return l.JS.Stream(ctx, name) // created concurrently

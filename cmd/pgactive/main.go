@@ -5,6 +5,9 @@
 //	pgactive run --dsn DSN [--dsn DSN ...] [--nats URL] [--nats-listen ADDR] [--http ADDR] [--data-dir DIR]
 //	pgactive extension install [--pg-config PATH]
 //	pgactive demo
+//	pgactive lag [--dsn DSN | --http ADDR] [--json]
+//	pgactive conflicts [--dsn DSN] [--json] [--limit N]
+//	pgactive nodes [--dsn DSN] [--json]
 package main
 
 import (
@@ -56,6 +59,12 @@ Commands:
   extension install [--pg-config PATH]
                       install the pgactive extension files into PostgreSQL
   demo                walk through the quick start on throwaway local clusters
+  lag [--dsn DSN | --http ADDR] [--json]
+                      replication lag of every path of the group
+  conflicts [--dsn DSN] [--json] [--limit N]
+                      the conflict history of a node
+  nodes [--dsn DSN] [--json]
+                      the members of the group, as a node sees them
 
 Run 'pgactive COMMAND --help' for a command's flags.`
 
@@ -71,6 +80,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runExtension(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "lag":
+		return runLag(ctx, args[1:], stdout, stderr)
+	case "conflicts":
+		return runConflicts(ctx, args[1:], stdout, stderr)
+	case "nodes":
+		return runNodes(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgactive-go/pgactive/extension"
+	"github.com/pgactive-go/pgactive/monitor"
 	"github.com/pgactive-go/pgactive/node"
 	"github.com/pgactive-go/pgactive/stream"
 )
@@ -60,10 +61,15 @@ func runAgents(ctx context.Context, args []string, _ io.Writer, stderr io.Writer
 	if cfg.CreateSchema {
 		createSchema = extension.CreateSchema
 	}
+	monitors := &monitor.Set{}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		h := monitor.NewHandler(monitor.HandlerConfig{Monitors: monitors.List, Agents: len(cfg.DSNs), Log: log})
+		return serveHTTP(gctx, cfg.HTTP, h, log)
+	})
 	for _, dsn := range cfg.DSNs {
 		c := node.NewController(node.ControllerConfig{DSN: dsn, NC: nc, JS: js, Replicas: replicas,
-			CreateSchema: createSchema, Log: log})
+			CreateSchema: createSchema, Monitors: monitors, Log: log})
 		g.Go(func() error { return c.Run(gctx) })
 	}
 	return g.Wait()
