@@ -163,16 +163,18 @@ func (s *session) loadOrigins(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read replication origins: %w", err)
 	}
-	members := map[string]uint64{s.w.cfg.Origin: s.w.cfg.OriginSysID}
+	members := map[string]NodeID{s.w.cfg.Origin: {SysID: s.w.cfg.OriginSysID}}
 	if s.w.cfg.Members != nil {
 		for name, id := range s.w.cfg.Members() {
 			members[name] = id
 		}
 	}
-	for node, sysid := range members {
-		if id, ok := names[OriginName(s.w.cfg.Group, node)]; ok {
-			s.origins[id] = sysid
+	s.nodes = map[uint64]NodeID{}
+	for node, id := range members {
+		if ro, ok := names[OriginName(s.w.cfg.Group, node)]; ok {
+			s.origins[ro] = id.SysID
 		}
+		s.nodes[id.SysID] = id
 	}
 	s.roident = names[OriginName(s.w.cfg.Group, s.w.cfg.Origin)]
 	return s.conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL,
@@ -384,11 +386,13 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 	}
 	var localTuple, localXmin, localOrigin, remoteTuple *string
 	var localCommit *time.Time
+	remoteNode, localNode := s.node(txn.OriginSysID), (*NodeID)(nil)
 	if local.exists {
 		localTuple, localXmin, localCommit = &local.tuple, &local.xmin, local.commitTime
 		if local.roident != nil {
-			o := strconv.FormatUint(uint64(s.originNode(*local.roident)), 10)
-			localOrigin = &o
+			id := uint64(s.originNode(*local.roident))
+			o := strconv.FormatUint(id, 10)
+			localOrigin, localNode = &o, s.node(id)
 		}
 	}
 	if rt := tupleJSON(&t.rel, remote); rt != "" {
@@ -404,18 +408,19 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 		local_tuple, remote_tuple, local_tuple_xmin, local_tuple_origin_sysid,
 		error_message, error_sqlstate, error_querystring, error_cursorpos, error_detail, error_hint, error_context,
 		error_columnname, error_typename, error_constraintname, error_filename, error_lineno, error_funcname,
-		remote_node_timeline, remote_node_dboid, local_commit_time)
+		remote_node_timeline, remote_node_dboid, local_tuple_origin_timeline, local_tuple_origin_dboid, local_commit_time)
 		VALUES ($1, coalesce(xid(pg_current_xact_id_if_assigned()), '0'::xid), pg_current_wal_lsn(), now(), $2, $3,
 		$4, $5::text::xid, $6, $7::text::pg_lsn, $8, $9,
 		$10::json, $11::json, $12::xid, $13,
 		$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-		NULL, NULL, $27)`,
+		$28, $29, $30, $31, $27)`,
 		strconv.FormatUint(s.w.cfg.TargetSysID, 10), t.rel.Schema, t.rel.Table,
 		strconv.FormatUint(txn.OriginSysID, 10), strconv.FormatUint(uint64(txn.XID), 10), txn.Time(), txn.CommitLSN.String(),
 		string(d.Type), string(d.Resolution),
 		localTuple, remoteTuple, localXmin, localOrigin,
 		e.message, e.sqlstate, e.query, e.cursor, e.detail, e.hint, e.context,
-		e.column, e.typ, e.constraint, e.file, e.line, e.funcname, localCommit)
+		e.column, e.typ, e.constraint, e.file, e.line, e.funcname, localCommit,
+		remoteNode.timeline(), remoteNode.dboid(), localNode.timeline(), localNode.dboid())
 	if err != nil {
 		return fmt.Errorf("record %s conflict on %s: %w", d.Type, t.name, err)
 	}
@@ -469,4 +474,29 @@ func (s *session) runDDL(ctx context.Context, c *stream.Change) error {
 	}
 	s.w.log.Info("ran replicated DDL", "command", string(c.Content))
 	return nil
+}
+
+// node returns what the session knows of the node with sysid, or nil.
+func (s *session) node(sysid uint64) *NodeID {
+	if sysid == s.w.cfg.TargetSysID && s.w.cfg.TargetTimeline != 0 {
+		return &NodeID{SysID: sysid, Timeline: s.w.cfg.TargetTimeline, DBOID: s.w.cfg.TargetDBOID}
+	}
+	if id, ok := s.nodes[sysid]; ok && id.DBOID != 0 {
+		return &id
+	}
+	return nil
+}
+
+func (n *NodeID) timeline() *uint32 {
+	if n == nil {
+		return nil
+	}
+	return &n.Timeline
+}
+
+func (n *NodeID) dboid() *uint32 {
+	if n == nil {
+		return nil
+	}
+	return &n.DBOID
 }

@@ -33,6 +33,7 @@ type session struct {
 
 	roident    uint32            // this worker's replication origin
 	origins    map[uint32]uint64 // replication origin id → node sysid
+	nodes      map[uint64]NodeID // node sysid → its identity
 	copies     map[uint32]bool   // origins of an initial copy
 	history    bool              // pgactive_conflict_history exists
 	tombstones bool              // pgactive_tombstones exists

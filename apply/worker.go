@@ -25,9 +25,13 @@ type Config struct {
 	OriginSysID uint64
 	Target      string // this node's name
 	TargetSysID uint64 // this node's sysid
-	// Members returns the group's node names and sysids, to tell which node
-	// last wrote a local row (optional).
-	Members func() map[string]uint64
+	// TargetTimeline and TargetDBOID complete this node's identity in
+	// conflict history rows (optional).
+	TargetTimeline uint32
+	TargetDBOID    uint32
+	// Members returns the group's nodes by name, to tell which node last
+	// wrote a local row (optional).
+	Members func() map[string]NodeID
 	// DSN of this node, credentials resolved. Never logged.
 	DSN string
 	// FetchBytes bounds the bytes fetched from JetStream at once (default 8 MiB).
@@ -51,6 +55,14 @@ func (c *Config) Validate() error {
 		return errors.New("apply: DSN is required")
 	}
 	return nil
+}
+
+// NodeID identifies a node's database: system identifier, timeline and
+// database oid, as pgactive_conflict_history records them.
+type NodeID struct {
+	SysID    uint64
+	Timeline uint32
+	DBOID    uint32
 }
 
 // OriginName is the replication origin that records how far this node has

@@ -129,6 +129,12 @@ func TestConflictSeedExample(t *testing.T) {
 		if r.LocalTuple["product_name"] != c.local || r.RemoteTuple["product_name"] != c.remote {
 			t.Errorf("endpoint%d: tuples local=%v remote=%v, want product_name %s and %s", i+1, r.LocalTuple, r.RemoteTuple, c.local, c.remote)
 		}
+		filled := count(t, c.conn, `SELECT count(*) FROM pgactive.pgactive_conflict_history WHERE remote_node_timeline IS NOT NULL
+			AND remote_node_dboid IS NOT NULL AND local_tuple_origin_timeline IS NOT NULL AND local_tuple_origin_dboid IS NOT NULL
+			AND local_commit_time IS NOT NULL AND local_tuple_xmin IS NOT NULL AND remote_txid IS NOT NULL AND error_message IS NULL`)
+		if filled != 1 {
+			t.Errorf("endpoint%d: the conflict row leaves identity or time columns empty", i+1)
+		}
 		if r.RemoteSysID != c.remoteNode || r.LocalSysID != c.localNode || r.LocalOrigin == nil || *r.LocalOrigin != c.localNode {
 			t.Errorf("endpoint%d: sysids remote=%s local=%s local origin=%v, want %s, %s, %s", i+1, r.RemoteSysID, r.LocalSysID, r.LocalOrigin, c.remoteNode, c.localNode, c.localNode)
 		}

@@ -54,8 +54,8 @@ type Agent struct {
 	mu       sync.Mutex
 	identity Identity
 	capture  *capture.Capturer
-	appliers map[string]*applier // by origin node name
-	members  map[string]uint64   // node name → sysid, as last seen
+	appliers map[string]*applier     // by origin node name
+	members  map[string]apply.NodeID // by node name, as last seen
 	paused   atomic.Bool
 	run      func(Member) error // starts an apply worker again (set once Run started one)
 
@@ -89,7 +89,7 @@ func NewAgent(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logge
 		log:      log.With("node", cfg.Node, "group", cfg.Group),
 		ready:    make(chan struct{}),
 		appliers: map[string]*applier{},
-		members:  map[string]uint64{},
+		members:  map[string]apply.NodeID{},
 	}, nil
 }
 
@@ -283,7 +283,7 @@ func (a *Agent) watchOnce(ctx context.Context, g *errgroup.Group, kv jetstream.K
 // memberChanged starts or stops work as a member appears, changes or leaves.
 func (a *Agent) memberChanged(ctx context.Context, g *errgroup.Group, self, m Member) error {
 	a.mu.Lock()
-	a.members[m.Name] = m.SysID
+	a.members[m.Name] = apply.NodeID{SysID: m.SysID, Timeline: m.Timeline, DBOID: m.DBOID}
 	a.mu.Unlock()
 	if m.Name == self.Name {
 		if m.Status == StateDetached {
@@ -315,7 +315,8 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 		return err
 	}
 	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
-		TargetSysID: self.SysID, DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load,
+		TargetSysID: self.SysID, TargetTimeline: self.Timeline, TargetDBOID: self.DBOID,
+		DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load,
 		ConflictLogging: a.conflictLogging}, a.layout, a.nc, a.base)
 	if err != nil {
 		return err
@@ -335,10 +336,10 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 }
 
 // memberIDs returns the sysids of the members seen so far.
-func (a *Agent) memberIDs() map[string]uint64 {
+func (a *Agent) memberIDs() map[string]apply.NodeID {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[string]uint64, len(a.members))
+	out := make(map[string]apply.NodeID, len(a.members))
 	for k, v := range a.members {
 		out[k] = v
 	}
