@@ -211,6 +211,17 @@ func (s *session) resolveChange(ctx context.Context, txn *stream.Txn, c *stream.
 		if errors.Is(err, errRowAppeared) && attempt < 10 {
 			continue
 		}
+		var uc *uniqueConflict
+		if errors.As(err, &uc) && attempt < 10 {
+			won, rerr := s.resolveUnique(ctx, txn, c, t, in, uc)
+			if rerr != nil {
+				return d, local, rerr
+			}
+			if won {
+				continue // the other row is gone: apply again
+			}
+			return conflicts.Decision{Action: conflicts.Keep}, local, nil
+		}
 		if err != nil {
 			return d, local, err
 		}
@@ -309,18 +320,29 @@ func (s *session) act(ctx context.Context, a conflicts.Action, c *stream.Change,
 	default:
 		return fmt.Errorf("unexpected decision %v", a)
 	}
-	guarded := wasFree && (a == conflicts.ApplyAsInsert || (a == conflicts.ApplyAsIs && c.Op == stream.OpInsert))
+	guarded := c.Op != stream.OpDelete
 	if guarded {
 		if _, err := s.conn.Exec(ctx, "SAVEPOINT pgactive_change"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
 	}
 	tag, err := s.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Close()
-	if guarded && isRowStateError(err) {
+	var pe *pgconn.PgError
+	if guarded && errors.As(err, &pe) && pe.Code == "23505" {
 		if _, rerr := s.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgactive_change"); rerr != nil {
 			return fmt.Errorf("roll back to savepoint: %w", rerr)
 		}
-		return errRowAppeared
+		pk, perr := s.primaryKeyName(ctx, t)
+		if perr != nil {
+			return perr
+		}
+		if pe.ConstraintName == pk {
+			if wasFree {
+				return errRowAppeared
+			}
+			return fmt.Errorf("%s %s: %w", c.Op, t.name, err)
+		}
+		return &uniqueConflict{constraint: pe.ConstraintName, cause: err}
 	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", c.Op, t.name, err)
@@ -499,4 +521,93 @@ func (n *NodeID) dboid() *uint32 {
 		return nil
 	}
 	return &n.DBOID
+}
+
+// uniqueConflict is a change that collides with a different row (another
+// primary key) on a unique constraint other than the primary key.
+type uniqueConflict struct {
+	constraint string
+	cause      error
+}
+
+func (u *uniqueConflict) Error() string {
+	return fmt.Sprintf("unique constraint %q holds another row: %v", u.constraint, u.cause)
+}
+
+func (u *uniqueConflict) Unwrap() error { return u.cause }
+
+// primaryKeyName returns the name of t's primary key constraint, cached.
+func (s *session) primaryKeyName(ctx context.Context, t *table) (string, error) {
+	if t.pkLoaded {
+		return t.pkName, nil
+	}
+	err := s.conn.QueryRow(ctx, `SELECT coalesce((SELECT conname::text FROM pg_constraint
+		WHERE conrelid = $1::regclass AND contype = 'p'), '')`, t.name).Scan(&t.pkName)
+	if err != nil {
+		return "", fmt.Errorf("find the primary key of %s: %w", t.name, err)
+	}
+	t.pkLoaded = true
+	return t.pkName, nil
+}
+
+// resolveUnique settles a collision on a secondary unique key between the
+// incoming row and a local row with another primary key by last update wins,
+// as every node does in the same way: if the incoming change is later, the
+// local row is deleted (leaving a tombstone) and the change applies; if not,
+// the change is dropped. Either way the conflict is recorded as
+// insert_insert. It reports whether the incoming change won.
+func (s *session) resolveUnique(ctx context.Context, txn *stream.Txn, c *stream.Change, t *table, in conflicts.Change, uc *uniqueConflict) (bool, error) {
+	var cols []string
+	err := s.conn.QueryRow(ctx, `SELECT array_agg(a.attname::text ORDER BY k.ord)
+		FROM pg_constraint con
+		CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+		WHERE con.conrelid = $1::regclass AND con.conname = $2`, t.name, uc.constraint).Scan(&cols)
+	if err != nil || len(cols) == 0 {
+		return false, fmt.Errorf("%s %s: %w", c.Op, t.name, uc.cause) // a unique index without a constraint: retried
+	}
+	where := make([]string, len(cols))
+	args := make([]any, len(cols))
+	for i, col := range cols {
+		idx := -1
+		for j := range t.rel.Columns {
+			if t.rel.Columns[j].Name == col {
+				idx = j
+			}
+		}
+		if idx < 0 || c.New[idx].Kind != stream.DatumText {
+			return false, fmt.Errorf("%s %s: %w", c.Op, t.name, uc.cause)
+		}
+		where[i] = "x." + quote(col) + " = $" + strconv.Itoa(i+1)
+		args[i] = string(c.New[idx].Data)
+	}
+	cond := strings.Join(where, " AND ")
+	var other localRow
+	err = s.conn.QueryRow(ctx, "SELECT x.xmin::text, row_to_json(x)::text, c.timestamp, c.roident FROM "+t.name+
+		" x LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true WHERE "+cond+" FOR UPDATE OF x", args...).
+		Scan(&other.xmin, &other.tuple, &other.commitTime, &other.roident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, nil // gone meanwhile: try again
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the row holding %s of %s: %w", uc.constraint, t.name, err)
+	}
+	other.exists = true
+	if err := s.knowOrigin(ctx, other.roident); err != nil {
+		return false, err
+	}
+	ver := s.version(other, in)
+	won := in.Origin == ver.Origin || conflicts.Wins(in.CommitTime, in.Origin, ver.CommitTime, ver.Origin)
+	d := conflicts.Decision{Action: conflicts.Keep, Conflict: true, Type: conflicts.InsertInsert, Resolution: conflicts.KeepLocal}
+	if won {
+		d.Action, d.Resolution = conflicts.ApplyAsIs, conflicts.KeepRemote
+		if _, err := s.conn.Exec(ctx, "DELETE FROM "+t.name+" x WHERE "+cond, args...); err != nil {
+			return false, fmt.Errorf("delete the older row holding %s of %s: %w", uc.constraint, t.name, err)
+		}
+	}
+	s.w.status.countConflict(string(d.Type))
+	if err := s.record(ctx, s.conn, txn, t, c, other, d, nil); err != nil {
+		return false, err
+	}
+	return won, nil
 }

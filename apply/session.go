@@ -70,9 +70,6 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 				return err
 			}
 		}
-		if err := batch.Error(); err != nil {
-			s.w.log.Warn("DBG batch error", "err", err, "expected", s.expected)
-		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrBatchCompleted) {
 			s.release()
 			return fmt.Errorf("fetch from %s: %w", stream.StreamName(s.w.cfg.Group, s.w.cfg.Origin), err)
@@ -88,9 +85,6 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("read message metadata: %w", err)
 	}
 	seq := meta.Sequence.Stream
-	if seq != s.expected {
-		s.w.log.Warn("DBG unexpected seq", "seq", seq, "expected", s.expected, "delivered", meta.NumDelivered)
-	}
 	if seq < s.expected {
 		return nil // delivered again while we held it
 	}

@@ -22,6 +22,9 @@ type table struct {
 	// sameOrigin restricts fast-path updates and deletes to rows last
 	// written by the worker's origin.
 	sameOrigin string
+	// pkName is the local primary key constraint's name, once pkLoaded.
+	pkName   string
+	pkLoaded bool
 	// tombstone is the condition finding the tombstone of a key, with the
 	// schema, table and key values as parameters $1, $2, $3...
 	tombstone string

@@ -218,3 +218,46 @@ func TestConflictSettings(t *testing.T) {
 		t.Fatalf("n2 logs conflicts although pgactive.log_conflicts_to_table = off: %+v", rows)
 	}
 }
+
+// TestConflictSecondaryUnique: two nodes insert different keys with the same
+// value of a secondary unique column while apart. The later row wins on both
+// nodes, the earlier is removed, and both nodes record the conflict: no row
+// is overwritten silently and no apply stalls.
+func TestConflictSecondaryUnique(t *testing.T) {
+	ns := StartNATS(t)
+	var pgs [2]*Postgres
+	var conns [2]*pgx.Conn
+	var cfgs [2]node.Config
+	for i := range pgs {
+		pgs[i] = StartPostgres(t)
+		pgs[i].CreateDatabase(t, "app")
+		pgs[i].Exec(t, "app", `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text)`)
+		conns[i] = pgs[i].Connect(t, "app")
+		createSchema(t, conns[i])
+		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
+	}
+	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
+	WaitAppliers(t, a[0], "n2")
+	WaitAppliers(t, a[1], "n1")
+	a[0].Stop()
+	a[1].Stop()
+	mustExec(t, conns[0], `INSERT INTO users VALUES (1, 'x@example.com', 'first')`)
+	mustExec(t, conns[1], `INSERT INTO users VALUES (2, 'x@example.com', 'second')`)
+	StartAgent(t, ns.URL(), cfgs[0])
+	StartAgent(t, ns.URL(), cfgs[1])
+	WaitSameRows(t, time.Minute, "users", conns[0], conns[1])
+	if got := TableRows(t, conns[0], "users"); len(got) != 1 || got[0] != "(2,x@example.com,second)" {
+		t.Fatalf("users after the collision: got %v, want only the later row (2,x@example.com,second)", got)
+	}
+	for i, c := range conns {
+		WaitFor(t, 30*time.Second, "the unique conflict recorded", func() (bool, error) {
+			rows := conflictRows(t, c)
+			return len(rows) == 1 && rows[0].Type == "insert_insert", nil
+		})
+		rows := conflictRows(t, c)
+		want := []string{"last_update_wins_keep_remote", "last_update_wins_keep_local"}[i]
+		if rows[0].Resolution != want {
+			t.Errorf("n%d: resolution %s, want %s", i+1, rows[0].Resolution, want)
+		}
+	}
+}
