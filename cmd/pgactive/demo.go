@@ -166,6 +166,7 @@ VALUES ('soap'), ('shampoo'), ('conditioner')`},
 		return err
 	}
 	d.say("endpoint1: replication lag, for every path, seen from one node")
+	d.waitQuiet(ctx, 0, "SELECT count(*) FROM pgactive.pgactive_get_replication_lag_info() WHERE active AND pending_messages = 0", 2)
 	if err := d.sql(ctx, 0, "", "SELECT node_name, active, pending_wal_decoding, pending_wal_to_apply, pending_messages, lag_seconds FROM pgactive.pgactive_get_replication_lag_info()"); err != nil {
 		return err
 	}
@@ -309,6 +310,18 @@ func (d *demo) waitRows(ctx context.Context, endpoint int, sql string, want int)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("endpoint%d: %s: got %d after 30s, want %d (last error: %v)", endpoint+1, sql, n, want, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitQuiet waits (up to 20 s, silently) until sql counts want rows.
+func (d *demo) waitQuiet(ctx context.Context, endpoint int, sql string, want int) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		if err := d.conns[endpoint].QueryRow(ctx, sql).Scan(&n); err == nil && n >= want {
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
