@@ -19,7 +19,8 @@ CREATE TABLE "odd schema"."types ""all""" (
 	bits bit varying(8), money money, xmlv xml, tsv tsvector,
 	gen int GENERATED ALWAYS AS (id * 2) STORED,
 	big text,
-	"Weird ""col"" name; --" text
+	"Weird ""col"" name; --" text,
+	"ünïcødé ✓ 列" text DEFAULT 'défaut ✓'
 );`
 
 const typesRows = `
