@@ -60,43 +60,74 @@ func conflictRows(t *testing.T, conn *pgx.Conn) []conflictRow {
 	return out
 }
 
+// pair is two linked nodes whose agents can be stopped, so that both write
+// while they cannot reach each other.
+type pair struct {
+	ns     *NATS
+	pgs    [2]*Postgres
+	conns  [2]*pgx.Conn
+	cfgs   [2]node.Config
+	agents [2]*Agent
+}
+
+// newPair starts two nodes named names holding schema and the pgactive
+// objects; before[i], if set, runs on node i before its agent starts.
+func newPair(t *testing.T, schema string, names [2]string, before [2]string) *pair {
+	t.Helper()
+	p := &pair{ns: StartNATS(t)}
+	for i := range p.pgs {
+		p.pgs[i] = StartPostgres(t)
+		p.pgs[i].CreateDatabase(t, "app")
+		p.pgs[i].Exec(t, "app", schema)
+		p.conns[i] = p.pgs[i].Connect(t, "app")
+		createSchema(t, p.conns[i])
+		if before[i] != "" {
+			p.pgs[i].Exec(t, "app", before[i])
+		}
+		p.cfgs[i] = node.Config{Group: "app", Node: names[i], DSN: p.pgs[i].DSN("app")}
+	}
+	for i := range p.agents {
+		p.agents[i] = StartAgent(t, p.ns.URL(), p.cfgs[i])
+	}
+	WaitAppliers(t, p.agents[0], names[1])
+	WaitAppliers(t, p.agents[1], names[0])
+	return p
+}
+
+// apart runs sql[0] on the first node, then sql[1] on the second, with both
+// agents stopped, then starts the agents again and waits until table is the
+// same on both.
+func (p *pair) apart(t *testing.T, table string, sql [2]string) {
+	t.Helper()
+	p.agents[0].Stop()
+	p.agents[1].Stop()
+	for i := range sql {
+		mustExec(t, p.conns[i], sql[i])
+	}
+	for i := range p.agents {
+		p.agents[i] = StartAgent(t, p.ns.URL(), p.cfgs[i])
+	}
+	WaitSameRows(t, time.Minute, table, p.conns[0], p.conns[1])
+}
+
 // TestConflictSeedExample is the quick start's conflict: endpoint1 renames
 // soap to sapone, then endpoint2 renames it to savon while the two cannot
 // reach each other. When replication resumes both hold savon, and each node
 // recorded the conflict from its side.
 func TestConflictSeedExample(t *testing.T) {
-	ns := StartNATS(t)
-	var pgs [2]*Postgres
-	var conns [2]*pgx.Conn
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", productsSchema)
-		conns[i] = pgs[i].Connect(t, "app")
-		createSchema(t, conns[i])
-	}
-	cfgs := [2]node.Config{
-		{Group: "app", Node: "endpoint1-app", DSN: pgs[0].DSN("app")},
-		{Group: "app", Node: "endpoint2-app", DSN: pgs[1].DSN("app")},
-	}
-	a1 := StartAgent(t, ns.URL(), cfgs[0])
-	a2 := StartAgent(t, ns.URL(), cfgs[1])
-	WaitAppliers(t, a1, "endpoint2-app")
-	WaitAppliers(t, a2, "endpoint1-app")
+	p := newPair(t, productsSchema, [2]string{"endpoint1-app", "endpoint2-app"}, [2]string{})
+	conns := p.conns
 	mustExec(t, conns[0], `INSERT INTO inventory.products (product_name) VALUES ('soap'), ('shampoo'), ('conditioner')`)
 	WaitSameRows(t, 30*time.Second, "inventory.products", conns[0], conns[1])
 
-	a1.Stop()
-	a2.Stop()
-	mustExec(t, conns[0], `UPDATE inventory.products SET product_name = 'sapone' WHERE product_name = 'soap'`)
-	mustExec(t, conns[1], `UPDATE inventory.products SET product_name = 'savon' WHERE product_name = 'soap'`)
-
-	a1 = StartAgent(t, ns.URL(), cfgs[0])
-	a2 = StartAgent(t, ns.URL(), cfgs[1])
-	WaitSameRows(t, time.Minute, "inventory.products", conns[0], conns[1])
+	p.apart(t, "inventory.products", [2]string{
+		`UPDATE inventory.products SET product_name = 'sapone' WHERE product_name = 'soap'`,
+		`UPDATE inventory.products SET product_name = 'savon' WHERE product_name = 'soap'`,
+	})
 	if got := count(t, conns[0], `SELECT count(*) FROM inventory.products WHERE product_name = 'savon'`); got != 1 {
 		t.Fatalf("rows named savon on endpoint1: got %d, want 1 (the later update wins)", got)
 	}
+	a1, a2 := p.agents[0], p.agents[1]
 
 	sysid := func(a *Agent) string { return itoa(a.Identity().SysID) }
 	checks := []struct {
@@ -144,28 +175,9 @@ func TestConflictSeedExample(t *testing.T) {
 // TestConflictInsertInsert: both nodes insert the same key while apart; the
 // later insert wins on both.
 func TestConflictInsertInsert(t *testing.T) {
-	ns := StartNATS(t)
-	var pgs [2]*Postgres
-	var conns [2]*pgx.Conn
-	var cfgs [2]node.Config
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", itemsSchema)
-		conns[i] = pgs[i].Connect(t, "app")
-		createSchema(t, conns[i])
-		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
-	}
-	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
-	WaitAppliers(t, a[0], "n2")
-	WaitAppliers(t, a[1], "n1")
-	a[0].Stop()
-	a[1].Stop()
-	mustExec(t, conns[0], `INSERT INTO items VALUES (1, 'first', 1)`)
-	mustExec(t, conns[1], `INSERT INTO items VALUES (1, 'second', 2)`)
-	StartAgent(t, ns.URL(), cfgs[0])
-	StartAgent(t, ns.URL(), cfgs[1])
-	WaitSameRows(t, time.Minute, "items", conns[0], conns[1])
+	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{})
+	conns := p.conns
+	p.apart(t, "items", [2]string{`INSERT INTO items VALUES (1, 'first', 1)`, `INSERT INTO items VALUES (1, 'second', 2)`})
 	if got := count(t, conns[0], `SELECT n FROM items WHERE id = 1`); got != 2 {
 		t.Fatalf("winner: got n=%d, want 2 (the later insert)", got)
 	}
@@ -183,30 +195,13 @@ func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
 // pgactive.conflict_logging_include_tuples, set with ALTER DATABASE, change
 // what the history records.
 func TestConflictSettings(t *testing.T) {
-	ns := StartNATS(t)
-	var pgs [2]*Postgres
-	var conns [2]*pgx.Conn
-	var cfgs [2]node.Config
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", itemsSchema)
-		conns[i] = pgs[i].Connect(t, "app")
-		createSchema(t, conns[i])
-		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
-	}
-	pgs[0].Exec(t, "app", `ALTER DATABASE app SET pgactive.conflict_logging_include_tuples = off`)
-	pgs[1].Exec(t, "app", `ALTER DATABASE app SET pgactive.log_conflicts_to_table = off`)
-	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
-	WaitAppliers(t, a[0], "n2")
-	WaitAppliers(t, a[1], "n1")
-	a[0].Stop()
-	a[1].Stop()
-	mustExec(t, conns[0], `INSERT INTO items VALUES (1, 'first', 1)`)
-	mustExec(t, conns[1], `INSERT INTO items VALUES (1, 'second', 2)`)
-	StartAgent(t, ns.URL(), cfgs[0])
-	b := StartAgent(t, ns.URL(), cfgs[1])
-	WaitSameRows(t, time.Minute, "items", conns[0], conns[1])
+	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{
+		`ALTER DATABASE app SET pgactive.conflict_logging_include_tuples = off`,
+		`ALTER DATABASE app SET pgactive.log_conflicts_to_table = off`,
+	})
+	conns := p.conns
+	p.apart(t, "items", [2]string{`INSERT INTO items VALUES (1, 'first', 1)`, `INSERT INTO items VALUES (1, 'second', 2)`})
+	b := p.agents[1]
 	WaitFor(t, 30*time.Second, "the conflict recorded on n1 without tuples", func() (bool, error) {
 		rows := conflictRows(t, conns[0])
 		return len(rows) == 1 && rows[0].LocalTuple == nil && rows[0].RemoteTuple == nil, nil
@@ -224,28 +219,12 @@ func TestConflictSettings(t *testing.T) {
 // nodes, the earlier is removed, and both nodes record the conflict: no row
 // is overwritten silently and no apply stalls.
 func TestConflictSecondaryUnique(t *testing.T) {
-	ns := StartNATS(t)
-	var pgs [2]*Postgres
-	var conns [2]*pgx.Conn
-	var cfgs [2]node.Config
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text)`)
-		conns[i] = pgs[i].Connect(t, "app")
-		createSchema(t, conns[i])
-		cfgs[i] = node.Config{Group: "app", Node: "n" + itoa(uint64(i+1)), DSN: pgs[i].DSN("app")}
-	}
-	a := [2]*Agent{StartAgent(t, ns.URL(), cfgs[0]), StartAgent(t, ns.URL(), cfgs[1])}
-	WaitAppliers(t, a[0], "n2")
-	WaitAppliers(t, a[1], "n1")
-	a[0].Stop()
-	a[1].Stop()
-	mustExec(t, conns[0], `INSERT INTO users VALUES (1, 'x@example.com', 'first')`)
-	mustExec(t, conns[1], `INSERT INTO users VALUES (2, 'x@example.com', 'second')`)
-	StartAgent(t, ns.URL(), cfgs[0])
-	StartAgent(t, ns.URL(), cfgs[1])
-	WaitSameRows(t, time.Minute, "users", conns[0], conns[1])
+	p := newPair(t, `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text)`, [2]string{"n1", "n2"}, [2]string{})
+	conns := p.conns
+	p.apart(t, "users", [2]string{
+		`INSERT INTO users VALUES (1, 'x@example.com', 'first')`,
+		`INSERT INTO users VALUES (2, 'x@example.com', 'second')`,
+	})
 	if got := TableRows(t, conns[0], "users"); len(got) != 1 || got[0] != "(2,x@example.com,second)" {
 		t.Fatalf("users after the collision: got %v, want only the later row (2,x@example.com,second)", got)
 	}
