@@ -15,7 +15,7 @@ import (
 )
 
 const (
-	fetchBatch    = 512
+	fetchBatch    = 256             // messages of at most 256 KiB: 64 MiB at most in flight
 	progressEvery = 5 * time.Second // in-progress acknowledgements for held messages
 )
 
@@ -59,7 +59,10 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxBytes(s.w.cfg.FetchBytes), jetstream.FetchMaxWait(time.Second))
+		// No byte limit: with replicated consumers, nats-server answers a
+		// byte-limited pull with "batch completed" before the replicas
+		// recorded the delivery, and the rest would wait for AckWait.
+		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			s.release()
 			return fmt.Errorf("fetch from %s: %w", stream.StreamName(s.w.cfg.Group, s.w.cfg.Origin), err)

@@ -34,8 +34,6 @@ type Config struct {
 	Members func() map[string]NodeID
 	// DSN of this node, credentials resolved. Never logged.
 	DSN string
-	// FetchBytes bounds the bytes fetched from JetStream at once (default 8 MiB).
-	FetchBytes int
 	// Paused, when set and true, holds apply between transactions
 	// (pgactive_apply_pause()).
 	Paused func() bool
@@ -167,10 +165,6 @@ func New(cfg Config, layout *stream.Layout, nc *nats.Conn, log *slog.Logger) (*W
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.FetchBytes <= 0 {
-		cfg.FetchBytes = 8 << 20
-	}
-	cfg.FetchBytes = max(cfg.FetchBytes, 2*int(nc.MaxPayload()))
 	log = log.With("node", cfg.Target, "origin", cfg.Origin,
 		"stream", stream.StreamName(cfg.Group, cfg.Origin), "consumer", stream.ConsumerName(cfg.Target))
 	return &Worker{cfg: cfg, js: layout.JS, nc: nc, layout: layout, log: log}, nil

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ServerConfig configures the embedded NATS server.
@@ -47,26 +50,35 @@ type ClusterConfig struct {
 	// routes and sent on this server's own routes.
 	User     string
 	Password string
+	// TLS, when set, encrypts routes both ways: each member presents its
+	// certificate (valid for server and client use, naming the host of its
+	// route URL) and verifies the others' against TLS.CAFile.
+	TLS ServerTLS
 }
 
 func (c ClusterConfig) enabled() bool {
 	return c.Name != "" || c.Listen != "" || len(c.Routes) > 0
 }
 
-// ServerAuth is how clients authenticate: a user and password, or a token.
+// ServerAuth is how clients authenticate: a user and password, a token, or
+// an NKey whose public key is listed.
 type ServerAuth struct {
 	User     string
 	Password string
 	Token    string
+	// NKeys are public user NKeys (U...) allowed in, alongside User.
+	NKeys []string
 }
 
-// ServerTLS makes the server speak TLS to its clients.
+// ServerTLS is a server's certificate and the CA it checks its peers'
+// certificates against.
 type ServerTLS struct {
 	CertFile string
 	KeyFile  string
 	// CAFile verifies client certificates.
 	CAFile string
-	// VerifyClients requires a client certificate signed by CAFile.
+	// VerifyClients requires a client certificate signed by CAFile (routes
+	// always do).
 	VerifyClients bool
 }
 
@@ -96,7 +108,7 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded NATS: not ready on %s within 10s (is the port in use?)", cfg.Listen)
+		return nil, fmt.Errorf("embedded NATS: not ready on %s within 10s (is the port in use?)", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	}
 	return s, nil
 }
@@ -144,14 +156,33 @@ func (cfg ServerConfig) options() (*server.Options, error) {
 
 func (a ServerAuth) apply(opts *server.Options) error {
 	switch {
-	case a.Token != "" && (a.User != "" || a.Password != ""):
-		return errors.New("clients authenticate with a user and password or with a token, not both")
+	case a.Token != "" && (a.User != "" || a.Password != "" || len(a.NKeys) > 0):
+		return errors.New("clients authenticate with a token, or with a user and password and NKeys, not both")
 	case a.User != "" && a.Password == "":
 		return fmt.Errorf("client user %q has no password", a.User)
 	case a.User == "" && a.Password != "":
 		return errors.New("a client password is set without a user")
 	}
-	opts.Username, opts.Password, opts.Authorization = a.User, a.Password, a.Token
+	var hash string
+	if a.Password != "" {
+		var err error
+		if hash, err = bcryptHash(a.Password); err != nil {
+			return err
+		}
+	}
+	if len(a.NKeys) == 0 {
+		opts.Username, opts.Password, opts.Authorization = a.User, hash, a.Token
+		return nil
+	}
+	for _, k := range a.NKeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return fmt.Errorf("%q is not a public user NKey (U...)", k)
+		}
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+	}
+	if a.User != "" {
+		opts.Users = []*server.User{{Username: a.User, Password: hash}}
+	}
 	return nil
 }
 
@@ -194,14 +225,44 @@ func (c ClusterConfig) apply(opts *server.Options) error {
 	if err != nil {
 		return err
 	}
-	for _, u := range routes {
-		if c.User != "" {
+	if c.User != "" {
+		for _, u := range routes {
 			u.User = url.UserPassword(c.User, c.Password)
 		}
 	}
-	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Username: c.User, Password: c.Password}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Username: c.User}
+	if c.Password != "" {
+		if opts.Cluster.Password, err = bcryptHash(c.Password); err != nil {
+			return err
+		}
+	}
 	opts.Routes = routes
+	if c.TLS.enabled() {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "" {
+			return errors.New("route TLS needs a certificate, its key and the CA that signs the members' certificates")
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CaFile: c.TLS.CAFile, Verify: true})
+		if err != nil {
+			return fmt.Errorf("load route TLS certificate: %w", err)
+		}
+		// Each member is the others' server and client, as nats-server sets
+		// up a cluster tls block: strict verification, the CA for both sides.
+		tc.ClientAuth, tc.RootCAs = tls.RequireAndVerifyClientCert, tc.ClientCAs
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 5
+	}
 	return nil
+}
+
+// bcryptHash is what the server keeps of a password: it compares what
+// clients send against the hash, and has no plain text to show. The lowest
+// cost keeps each connection's check at about a millisecond: the hash is
+// never stored or shown, so its cost protects nothing.
+func bcryptHash(password string) (string, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(hash), nil
 }
 
 // ParseRoutes checks route URLs (nats://host:port, nats-route:// or tls://)

@@ -77,6 +77,14 @@ func (a ClientAuth) Options() ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.UserCredentials(a.CredsFile))
 	}
+	for what, path := range map[string]string{"TLS CA file": a.TLSCA, "TLS certificate": a.TLSCert, "TLS key": a.TLSKey} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("NATS client: %s: %w", what, err)
+		}
+	}
 	if a.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(a.TLSCA))
 	}
@@ -92,6 +100,7 @@ func (a ClientAuth) Options() ([]nats.Option, error) {
 func Connect(ctx context.Context, o ConnectOptions, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(o.Name),
+		nats.Timeout(5 * time.Second), // TLS and authentication on a busy or distant server
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
@@ -107,7 +116,7 @@ func Connect(ctx context.Context, o ConnectOptions, log *slog.Logger) (*nats.Con
 	opts = append(opts, o.Options...)
 	nc, err := nats.Connect(o.URLs, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w%s", redactURLs(o.URLs), err, connectHint(err))
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w%s", RedactURLs(o.URLs), err, connectHint(err))
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
@@ -116,7 +125,7 @@ func Connect(ctx context.Context, o ConnectOptions, log *slog.Logger) (*nats.Con
 	}
 	if err := waitJetStream(ctx, js, log); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("JetStream is not available at %s: %w", redactURLs(o.URLs), err)
+		return nil, nil, fmt.Errorf("JetStream is not available at %s: %w", RedactURLs(o.URLs), err)
 	}
 	return nc, js, nil
 }
@@ -134,8 +143,12 @@ func connectHint(err error) string {
 		return " (the server's certificate does not name the host of the URL: connect by a name the certificate holds)"
 	case errors.Is(err, nats.ErrSecureConnRequired):
 		return " (the server requires TLS: give the CA file of its certificate)"
-	case strings.Contains(err.Error(), "certificate required"), strings.Contains(err.Error(), "bad certificate"):
+	case strings.Contains(err.Error(), "certificate required"):
 		return " (the server requires a client certificate: give the client certificate and key)"
+	case strings.Contains(err.Error(), "unknown certificate authority"), strings.Contains(err.Error(), "bad certificate"):
+		return " (the server does not accept the client certificate: use one signed by the CA the server verifies clients with)"
+	case strings.Contains(err.Error(), "closed by remote after TLS handshake"):
+		return " (the server closed the connection after the TLS handshake, as it does when it refuses the client certificate: check the client certificate and key)"
 	}
 	return ""
 }
@@ -177,8 +190,8 @@ func waitJetStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger
 	}
 }
 
-// redactURLs hides passwords and tokens in NATS URLs.
-func redactURLs(urls string) string {
+// RedactURLs hides the credentials in a comma-separated list of NATS URLs.
+func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		if at := strings.LastIndex(p, "@"); at >= 0 {
@@ -205,6 +218,12 @@ func (l *Layout) replicas() int { return max(l.Replicas, 1) }
 // An existing stream is left as it is: updating a stream while consumers of
 // it are being created races inside nats-server.
 func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Stream, error) {
+	var s jetstream.Stream
+	err := retryTransient(ctx, func() (err error) { s, err = l.ensureStream(ctx, node); return err })
+	return s, err
+}
+
+func (l *Layout) ensureStream(ctx context.Context, node string) (jetstream.Stream, error) {
 	name := StreamName(l.Group, node)
 	if s, err := l.JS.Stream(ctx, name); err == nil {
 		return s, nil
@@ -234,6 +253,12 @@ func (l *Layout) EnsureStream(ctx context.Context, node string) (jetstream.Strea
 // EnsureConsumer creates the durable consumer through which target applies
 // origin's stream, delivering everything the stream still holds.
 func (l *Layout) EnsureConsumer(ctx context.Context, origin, target string) (jetstream.Consumer, error) {
+	var c jetstream.Consumer
+	err := retryTransient(ctx, func() (err error) { c, err = l.ensureConsumer(ctx, origin, target); return err })
+	return c, err
+}
+
+func (l *Layout) ensureConsumer(ctx context.Context, origin, target string) (jetstream.Consumer, error) {
 	sname, cname := StreamName(l.Group, origin), ConsumerName(target)
 	if c, err := l.JS.Consumer(ctx, sname, cname); err == nil {
 		return c, nil
@@ -285,6 +310,12 @@ func (l *Layout) DeleteStream(ctx context.Context, node string) error {
 
 // EnsureBucket creates or opens the group's key-value bucket.
 func (l *Layout) EnsureBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	err := retryTransient(ctx, func() (err error) { kv, err = l.ensureBucket(ctx); return err })
+	return kv, err
+}
+
+func (l *Layout) ensureBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	name := BucketName(l.Group)
 	if kv, err := l.JS.KeyValue(ctx, name); err == nil {
 		return kv, nil
@@ -323,6 +354,42 @@ func (l *Layout) EnsureParked(ctx context.Context) (jetstream.Stream, error) {
 		return nil, fmt.Errorf("create stream %s: %w", name, err)
 	}
 	return s, nil
+}
+
+// transientWait bounds how long Layout retries requests that a cluster
+// cannot answer for a moment.
+const transientWait = 30 * time.Second
+
+// retryTransient calls f until it succeeds, fails for good, transientWait
+// has passed or ctx ends. On a cluster, requests about a stream or consumer
+// whose replicas have no leader yet (just created, or the leader's server just
+// went away) time out or find JetStream unavailable for a few seconds.
+func retryTransient(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(transientWait)
+	for {
+		err := f()
+		if err == nil || !transient(ctx, err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// jsErrCodeTemporarilyUnavailable is JetStream's "system temporarily
+// unavailable", answered while a cluster has no meta leader.
+const jsErrCodeTemporarilyUnavailable jetstream.ErrorCode = 10008
+
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeTemporarilyUnavailable)
 }
 
 // AckWait is how long a delivered, unacknowledged message waits before the

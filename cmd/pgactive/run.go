@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgactive-go/pgactive/extension"
@@ -30,32 +32,11 @@ func runAgents(ctx context.Context, args []string, _ io.Writer, stderr io.Writer
 	level, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	urls := cfg.NATS
-	if urls == "" {
-		dir := filepath.Join(cfg.DataDir, "nats")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create data directory: %w", err)
-		}
-		srv, err := stream.StartServer(stream.ServerConfig{Listen: cfg.NATSListen, StoreDir: dir})
-		if err != nil {
-			return err
-		}
-		defer srv.Shutdown()
-		urls = srv.ClientURL()
-		log.Info("embedded NATS server started", "listen", cfg.NATSListen, "store", dir)
-	}
-	nc, js, err := stream.Connect(ctx, stream.ConnectOptions{URLs: urls, Name: "pgactive agent"}, log)
+	nc, js, replicas, stopNATS, err := connectNATS(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	replicas := cfg.StreamReplicas
-	if replicas == 0 {
-		replicas = 1
-		if len(nc.DiscoveredServers())+1 >= 3 {
-			replicas = 3
-		}
-	}
+	defer stopNATS()
 
 	var createSchema func(context.Context, *pgx.Conn) error
 	if cfg.CreateSchema {
@@ -73,4 +54,70 @@ func runAgents(ctx context.Context, args []string, _ io.Writer, stderr io.Writer
 		g.Go(func() error { return c.Run(gctx) })
 	}
 	return g.Wait()
+}
+
+// connectNATS connects the agents to the servers of --nats or, without it,
+// starts the embedded server and connects to it in-process. It returns the
+// stream replicas to use and a function that closes the connection and stops
+// the embedded server.
+func connectNATS(ctx context.Context, cfg runConfig, log *slog.Logger) (*nats.Conn, jetstream.JetStream, int, func(), error) {
+	opts, err := cfg.clientAuth().Options()
+	if err != nil {
+		return nil, nil, 0, nil, usageError{err}
+	}
+	urls, stop := cfg.NATS, func() {}
+	if urls == "" {
+		dir := filepath.Join(cfg.DataDir, "nats")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, 0, nil, fmt.Errorf("create data directory: %w", err)
+		}
+		srv, err := stream.StartServer(cfg.serverConfig(dir, log))
+		if err != nil {
+			return nil, nil, 0, nil, err
+		}
+		stop = srv.Shutdown
+		attrs := []any{"listen", cfg.NATSListen, "store", dir}
+		if cfg.NATSClusterListen != "" {
+			attrs = append(attrs, "server", cfg.NATSServerName, "cluster", cfg.NATSClusterName, "cluster_listen", cfg.NATSClusterListen)
+		}
+		log.Info("embedded NATS server started", attrs...)
+		// In-process: no TCP, no TLS; the server's own credentials.
+		auth := stream.ClientAuth{User: cfg.NATSListenUser, Password: cfg.secrets.listenPassword, Token: cfg.secrets.listenToken}
+		if opts, err = auth.Options(); err != nil {
+			stop()
+			return nil, nil, 0, nil, err
+		}
+		opts = append(opts, nats.InProcessServer(srv))
+		urls = "nats://" + cfg.NATSListen
+	}
+	nc, js, err := stream.Connect(ctx, stream.ConnectOptions{URLs: urls, Name: "pgactive agent", Options: opts}, log)
+	if err != nil {
+		stop()
+		return nil, nil, 0, nil, err
+	}
+	replicas := cfg.StreamReplicas
+	if replicas == 0 {
+		replicas = defaultReplicas(cfg, nc)
+	}
+	if cluster := nc.ConnectedClusterName(); cluster != "" {
+		log.Info("stream replicas", "replicas", replicas, "cluster", cluster)
+	} else {
+		log.Info("stream replicas", "replicas", replicas)
+	}
+	return nc, js, replicas, func() { nc.Close(); stop() }, nil
+}
+
+// defaultReplicas is 3 on a cluster of three or more servers, else 1. The
+// embedded server counts its routes, which list every member (nats-server
+// sizes its JetStream group the same way); a client counts the servers it
+// knows of, given or discovered.
+func defaultReplicas(cfg runConfig, nc *nats.Conn) int {
+	servers := len(nc.Servers())
+	if cfg.NATS == "" {
+		servers = len(cfg.routes())
+	}
+	if nc.ConnectedClusterName() != "" && servers >= 3 {
+		return 3
+	}
+	return 1
 }
