@@ -59,6 +59,8 @@ Commands:
   extension install [--pg-config PATH]
                       install the pgactive extension files into PostgreSQL
   demo                walk through the quick start on throwaway local clusters
+  bench [--scenario all|throughput,latency,three,join,bigtxn] [--scale small|full]
+                      compare with PostgreSQL's native logical replication
   lag [--dsn DSN | --http ADDR] [--json]
                       replication lag of every path of the group
   conflicts [--dsn DSN] [--json] [--limit N]
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runExtension(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "lag":
 		return runLag(ctx, args[1:], stdout, stderr)
 	case "conflicts":
