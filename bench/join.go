@@ -52,7 +52,7 @@ func runJoin(ctx context.Context, e *env, rep *Report) error {
 	rep.add(Figure{Scenario: scen, Metric: "time, native = pg_dump -Fc | pg_restore", Unit: "s", Ours: r.ours.Seconds(), Native: r.restore.Seconds(), Goal: Goal{RatioAtMost, 0.5}})
 	rep.add(Figure{Scenario: scen, Metric: "rate, native = pg_dump -Fc | pg_restore", Unit: "MiB/s", Ours: mib / r.ours.Seconds(), Native: mib / r.restore.Seconds()})
 	rep.add(Figure{Scenario: scen, Metric: "time, native = subscription copy_data", Unit: "s", Ours: r.ours.Seconds(), Native: r.sync.Seconds()})
-	rep.notef("join: pgbench's tables at scale %d (%.0f MiB of tables and indexes, generated as pgbench -i -I dtGvp does) on a source node, copied into an empty database of another cluster three ways: node.Join (pgactive-go's initial copy: schema with pg_dump/pg_restore, data with COPY inside an exported snapshot in 2 parallel workers, then indexes), pg_dump -Fc | pg_restore (what pgactive's join does), and a native subscription with copy_data = true after a schema-only dump (indexes built as rows arrive, up to 2 table-sync workers). A checkpoint runs before each.",
+	rep.notef("join: pgbench's tables at scale %d (%.0f MiB of tables and indexes, generated as pgbench -i -I dtGvp does) on a source node, copied into an empty database of another cluster three ways: node.Join (pgactive-go's initial copy: schema with pg_dump/pg_restore, data with COPY inside an exported snapshot in 2 parallel workers, then indexes), pg_dump -Fc | pg_restore (the tools pgactive's logical join runs, there through a dump file), and a native subscription with copy_data = true after a schema-only dump (indexes built as rows arrive, up to 2 table-sync workers). A checkpoint runs before each.",
 		e.sizes.JoinScale, mib)
 	return nil
 }
