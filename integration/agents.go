@@ -50,24 +50,7 @@ func ConnectNATS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 // ready and stops it when the test ends.
 func StartAgent(t testing.TB, natsURL string, cfg node.Config) *Agent {
 	t.Helper()
-	nc, js := ConnectNATS(t, natsURL)
-	a, err := node.NewAgent(cfg, nc, js, TestLogger())
-	if err != nil {
-		t.Fatalf("new agent %s: %v", cfg.Node, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &Agent{Agent: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { h.done <- a.Run(ctx) }()
-	t.Cleanup(h.Stop)
-	select {
-	case <-a.Ready():
-	case err := <-h.done:
-		h.done <- err
-		t.Fatalf("agent %s stopped before it was ready: %v", cfg.Node, err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("agent %s not ready after 60s", cfg.Node)
-	}
-	return h
+	return StartAgentWith(t, stream.ConnectOptions{URLs: natsURL, Name: "pgactive test"}, cfg, TestLogger())
 }
 
 // Stop stops the agent and waits for it, returning what Run returned.
