@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -158,7 +159,10 @@ func (a *Assembler) change(msg pglogrepl.Message) (Event, error) {
 		if !m.Transactional || m.Prefix != stream.PrefixDDL {
 			return Event{}, nil
 		}
-		return a.append(stream.Change{Op: stream.OpMessage, Prefix: m.Prefix, Content: m.Content}, nil, len(m.Content)+len(m.Prefix))
+		// pglogrepl slices Content out of the receive buffer, which the
+		// connection reuses for the next message: keep a copy.
+		content := bytes.Clone(m.Content)
+		return a.append(stream.Change{Op: stream.OpMessage, Prefix: m.Prefix, Content: content}, nil, len(content)+len(m.Prefix))
 	default:
 		return Event{}, nil // logical decoding messages and the like are not replicated
 	}

@@ -512,3 +512,34 @@ func TestAssemblerErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestAssemblerDDLMessageOwnsContent: the replication connection reuses its
+// receive buffer, so a DDL message's text must survive the buffer being
+// overwritten before the transaction commits.
+func TestAssemblerDDLMessageOwnsContent(t *testing.T) {
+	a := capture.NewAssembler(testNode, testSysID, 1<<20)
+	ddl := "ALTER TABLE t ADD COLUMN c int"
+	msg := wal{'M'}.u8(1).lsn(0x1000).str(stream.PrefixDDL).u32(uint32(len(ddl)))
+	msg = append(msg, ddl...)
+	var got []capture.Event
+	for _, m := range [][]byte{begin(), msg} {
+		got = append(got, feed(t, a, m)...)
+	}
+	for i := range msg {
+		msg[i] = 0xff // what the next CopyData would do to a shared buffer
+	}
+	got = append(got, feed(t, a, commit())...)
+	var content string
+	for _, ev := range got {
+		if ev.Chunk != nil {
+			for _, c := range ev.Chunk.Changes {
+				if c.Op == stream.OpMessage {
+					content = string(c.Content)
+				}
+			}
+		}
+	}
+	if content != ddl {
+		t.Errorf("DDL content after buffer reuse: got %q, want %q", content, ddl)
+	}
+}
