@@ -11,47 +11,53 @@ import (
 	"github.com/pgactive-go/pgactive/stream"
 )
 
-// errNeedsResolution marks a chunk whose fast path found a row in a state it
-// did not expect (missing, or already there): it is redone change by change.
+// errNeedsResolution marks a transaction or chunk whose fast path found a
+// row in a state it did not expect (missing, or already there): it is redone
+// change by change.
 var errNeedsResolution = errors.New("row state needs conflict resolution")
 
-const savepoint = "SAVEPOINT pgactive_chunk"
-
 // applyChanges applies one chunk inside the open local transaction. The fast
-// path sends the whole chunk in one round trip; if any row is not in the
-// expected state, the chunk is rolled back to its savepoint and applied
-// change by change with conflict resolution.
-func (s *session) applyChanges(ctx context.Context, txn *stream.Txn) error {
-	tables, err := s.resolveTables(txn)
+// path sends the whole chunk in one round trip under a savepoint; if any row
+// is not in the expected state, the chunk is rolled back to the savepoint
+// and applied change by change with conflict resolution. With resolve set,
+// it goes change by change at once.
+func (s *session) applyChanges(ctx context.Context, txn *stream.Txn, resolve bool) error {
+	tables := s.resolveTables(txn)
+	if resolve || !pipelinedChanges(txn) {
+		return s.slowPath(ctx, txn, tables)
+	}
+	b := &pgconn.Batch{}
+	b.ExecParams("SAVEPOINT pgactive_chunk", nil, nil, nil, nil)
+	n, err := s.queueChanges(ctx, b, txn, tables)
 	if err != nil {
 		return err
 	}
-	if txn.Chunk == 0 {
-		// Every applied transaction must set these: PostgreSQL keeps the
-		// previous values otherwise.
-		_, err := s.conn.Exec(ctx, "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::timestamptz)",
-			txn.CommitLSN.String(), txn.Time())
-		if err != nil {
-			return fmt.Errorf("set origin position: %w", err)
-		}
+	ok, err := s.execBatch(ctx, b)
+	if err == nil {
+		return nil
 	}
+	if ok == 0 || ok > n || !isRowStateError(err) {
+		return err
+	}
+	if _, err := s.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgactive_chunk"); err != nil {
+		return fmt.Errorf("roll back chunk: %w", err)
+	}
+	return s.slowPath(ctx, txn, tables)
+}
+
+// pipelinedChanges reports whether a chunk's changes can all be sent at
+// once: DDL runs statement by statement.
+func pipelinedChanges(txn *stream.Txn) bool {
 	for i := range txn.Changes {
-		if txn.Changes[i].Op == stream.OpMessage { // DDL runs statement by statement
-			return s.slowPath(ctx, txn, tables)
+		if txn.Changes[i].Op == stream.OpMessage {
+			return false
 		}
 	}
-	err = s.fastPath(ctx, txn, tables)
-	if errors.Is(err, errNeedsResolution) {
-		if _, rerr := s.conn.Exec(ctx, "ROLLBACK TO "+strings.TrimPrefix(savepoint, "SAVEPOINT ")); rerr != nil {
-			return fmt.Errorf("roll back chunk: %w", rerr)
-		}
-		return s.slowPath(ctx, txn, tables)
-	}
-	return err
+	return true
 }
 
 // resolveTables maps the chunk's relations to cached statement sets.
-func (s *session) resolveTables(txn *stream.Txn) ([]*table, error) {
+func (s *session) resolveTables(txn *stream.Txn) []*table {
 	out := make([]*table, len(txn.Relations))
 	for i := range txn.Relations {
 		rel := &txn.Relations[i]
@@ -63,75 +69,48 @@ func (s *session) resolveTables(txn *stream.Txn) ([]*table, error) {
 		}
 		out[i] = t
 	}
-	return out, nil
+	return out
 }
 
-// expect is what a fast-path statement must report for the chunk to stand.
-type expect uint8
-
-const (
-	expectAny  expect = iota
-	expectOne         // a row written
-	expectNone        // no row found
-)
-
-func (s *session) fastPath(ctx context.Context, txn *stream.Txn, tables []*table) error {
-	b := &pgconn.Batch{}
-	exp := make([]expect, 0, len(txn.Changes)+1)
-	b.ExecParams(savepoint, nil, nil, nil, nil)
-	exp = append(exp, expectAny)
+// queueChanges adds the statements of txn's changes to b and returns how
+// many. The server checks each row's state: an update or delete that finds
+// no row last written by the worker's origin, or an insert of a key that
+// exists or was deleted recently, fails with a row-state error
+// (isRowStateError), so that a whole transaction can be sent in one round
+// trip and still fall back to conflict resolution.
+func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream.Txn, tables []*table) (int, error) {
+	pg := s.conn.PgConn()
+	n := 0
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
-		sql, params, err := statement(c, tables)
-		if err != nil {
-			return fmt.Errorf("change %d: %w", i, err)
-		}
-		if c.Op == stream.OpInsert && s.tombstones && len(tables[c.Rel].keys) > 0 {
-			// An insert of a key deleted since is decided by the slow path.
-			t := tables[c.Rel]
-			b.ExecParams("SELECT 1 FROM pgactive.pgactive_tombstones WHERE "+t.tombstone, t.tombstoneParams(c.New), nil, nil, nil)
-			exp = append(exp, expectNone)
-		}
-		b.ExecParams(sql, params, nil, nil, nil)
-		e := expectOne
 		if c.Op == stream.OpTruncate {
-			e = expectAny
+			b.ExecParams(truncateSQL(c, tables), nil, nil, nil, nil)
+			n++
+			continue
 		}
-		exp = append(exp, e)
-	}
-	results, err := s.conn.PgConn().ExecBatch(ctx, b).ReadAll()
-	if err != nil {
-		if isRowStateError(err) {
-			return errNeedsResolution
+		t := tables[c.Rel]
+		if c.Op == stream.OpInsert && s.tombstones && len(t.keys) > 0 {
+			// An insert of a key deleted since is decided by the slow path.
+			if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, t.tombstoneParams(c.New)); err != nil {
+				return 0, err
+			}
+			n++
 		}
-		return err
-	}
-	for i, r := range results {
-		if i >= len(exp) {
-			break
+		sql, params, err := rowStatement(c, t, false)
+		if err != nil {
+			return 0, fmt.Errorf("change %d: %w", i, err)
 		}
-		switch {
-		case exp[i] == expectOne && r.CommandTag.RowsAffected() != 1,
-			exp[i] == expectNone && len(r.Rows) > 0:
-			return errNeedsResolution
+		if err := s.stmts.queue(ctx, pg, b, sql, params); err != nil {
+			return 0, err
 		}
+		n++
 	}
-	s.w.status.countChanges(txn.Changes)
-	return nil
-}
-
-// statement renders one change as SQL with text-format parameters; the
-// server infers each parameter's type from its column, so every type
-// round-trips through its own text form.
-func statement(c *stream.Change, tables []*table) (string, [][]byte, error) {
-	if c.Op == stream.OpTruncate {
-		return truncateSQL(c, tables), nil, nil
-	}
-	return rowStatement(c, tables[c.Rel], false)
+	return n, nil
 }
 
 // rowStatement renders an insert, update or delete of table t. Updates and
-// deletes touch only rows last written by the worker's origin, unless anyRow.
+// deletes touch only rows last written by the worker's origin, and fail with
+// a row-state error unless they found one, unless anyRow.
 func rowStatement(c *stream.Change, t *table, anyRow bool) (string, [][]byte, error) {
 	switch c.Op {
 	case stream.OpInsert:
@@ -179,8 +158,9 @@ func truncateSQL(c *stream.Change, tables []*table) string {
 }
 
 // isRowStateError reports errors that mean a row was not where the fast path
-// assumed (a key already present).
+// assumed: a key already present (unique_violation), or a row check of
+// checkedOne or the tombstone probe failing (division_by_zero).
 func isRowStateError(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" // unique_violation
+	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "22012")
 }

@@ -268,7 +268,6 @@ func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table
 			}
 		}
 	}
-	s.w.status.countChanges(txn.Changes)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgactive-go/pgactive/conflicts"
@@ -22,14 +23,19 @@ const (
 // session is one connection to the local database and one pass over the
 // consumer. It ends at the first error; Run starts another.
 type session struct {
-	w        *Worker
-	conn     *pgx.Conn
-	progress pglogrepl.LSN // origin position durably applied
-	tables   map[string]*table
+	w          *Worker
+	conn       *pgx.Conn
+	originName string        // the replication origin this session applies under
+	progress   pglogrepl.LSN // origin position applied (committed, maybe not yet flushed)
+	tables     map[string]*table
+	stmts      preparedStmts
 
-	expected uint64   // next stream sequence to apply
-	held     []string // reply subjects of delivered messages not yet acknowledged, in order
+	expected uint64 // next stream sequence to apply
+	held     []heldMsg // delivered messages not yet acknowledged, in order
+	toAck    int    // how many held messages are done
 	lastWPI  time.Time
+	lastAck  time.Time
+	pipe     pipeline
 
 	roident    uint32            // this worker's replication origin
 	origins    map[uint32]uint64 // replication origin id → node sysid
@@ -49,12 +55,17 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 		return fmt.Errorf("read consumer state: %w", err)
 	}
 	s.expected = info.AckFloor.Stream + 1
+	var group []jetstream.Msg
 	for {
 		if ctx.Err() != nil {
-			s.release()
+			s.stop()
 			return nil
 		}
 		if s.w.cfg.Paused != nil && s.w.cfg.Paused() && !s.open {
+			if err := s.ackFlushed(ctx); err != nil {
+				s.release()
+				return err
+			}
 			s.keepHeld()
 			time.Sleep(200 * time.Millisecond)
 			continue
@@ -67,9 +78,15 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			s.release()
 			return fmt.Errorf("fetch from %s: %w", stream.StreamName(s.w.cfg.Group, s.w.cfg.Origin), err)
 		}
-		for msg := range batch.Messages() {
-			if err := s.handle(ctx, msg); err != nil {
-				s.abort(ctx, msg, batch)
+		msgs := batch.Messages()
+		for more := true; more; {
+			group, more, err = s.gather(ctx, msgs, group[:0])
+			if err != nil {
+				s.abort(ctx, group, msgs)
+				return err
+			}
+			if n, err := s.handleGroup(ctx, group); err != nil {
+				s.abort(ctx, group[n:], msgs)
 				return err
 			}
 		}
@@ -77,44 +94,156 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			s.release()
 			return fmt.Errorf("fetch from %s: %w", stream.StreamName(s.w.cfg.Group, s.w.cfg.Origin), err)
 		}
+		if s.ackDue() {
+			if err := s.ackFlushed(ctx); err != nil {
+				s.release()
+				return err
+			}
+		}
 		s.keepHeld()
 	}
 }
 
-// handle applies one message, in stream order.
-func (s *session) handle(ctx context.Context, msg jetstream.Msg) error {
+// gather waits for the next delivered message, acknowledging what is
+// flushed meanwhile, then takes every message already delivered, up to a
+// fetch batch. more is false once the fetch has ended.
+func (s *session) gather(ctx context.Context, msgs <-chan jetstream.Msg, group []jetstream.Msg) (_ []jetstream.Msg, more bool, _ error) {
+	for len(group) == 0 {
+		if s.toAck == 0 {
+			msg, ok := <-msgs
+			if !ok {
+				return group, false, nil
+			}
+			group = append(group, msg)
+			break
+		}
+		t := time.NewTimer(max(time.Until(s.lastAck.Add(ackEvery)), time.Millisecond))
+		select {
+		case msg, ok := <-msgs:
+			t.Stop()
+			if !ok {
+				return group, false, nil
+			}
+			group = append(group, msg)
+		case <-t.C:
+			if err := s.ackFlushed(ctx); err != nil {
+				return group, true, err
+			}
+		}
+	}
+	for len(group) < fetchBatch {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				return group, false, nil
+			}
+			group = append(group, msg)
+		default:
+			return group, true, nil
+		}
+	}
+	return group, true, nil
+}
+
+// handleGroup applies delivered messages in stream order: whole
+// transactions go through the pipeline, chunks of large ones one by one. It
+// returns how many messages it took charge of (held or acknowledged), even
+// on error.
+func (s *session) handleGroup(ctx context.Context, group []jetstream.Msg) (int, error) {
+	for i, msg := range group {
+		txn, idx, err := s.take(ctx, msg)
+		if err != nil {
+			if idx >= 0 {
+				i++
+			}
+			if ferr := s.flushPipeline(ctx); ferr != nil {
+				return i, ferr
+			}
+			return i, err
+		}
+		if txn == nil {
+			continue
+		}
+		if pipelined(txn) && !s.open {
+			s.pipe.add(queued{txn: txn, held: idx, size: len(msg.Data())})
+			if s.pipe.full() {
+				if err := s.flushPipeline(ctx); err != nil {
+					return i + 1, err
+				}
+			}
+			continue
+		}
+		if err := s.flushPipeline(ctx); err != nil {
+			return i + 1, err
+		}
+		if err := s.applyMsg(ctx, txn, idx, false); err != nil {
+			return i + 1, err
+		}
+		if s.ackDue() {
+			if err := s.ackFlushed(ctx); err != nil {
+				return i + 1, err
+			}
+		}
+	}
+	if err := s.flushPipeline(ctx); err != nil {
+		return len(group), err
+	}
+	if s.ackDue() {
+		return len(group), s.ackFlushed(ctx)
+	}
+	return len(group), nil
+}
+
+// take checks one delivered message and holds it. It returns the
+// transaction to apply, or nil when there is nothing to apply (applied
+// before, parked, or delivered again while held), and the message's index
+// in held (-1 when not held).
+func (s *session) take(ctx context.Context, msg jetstream.Msg) (*stream.Txn, int, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
-		return fmt.Errorf("read message metadata: %w", err)
+		return nil, -1, fmt.Errorf("read message metadata: %w", err)
 	}
 	seq := meta.Sequence.Stream
 	if seq < s.expected {
-		return nil // delivered again while we held it
+		return nil, -1, nil // delivered again while we held it
 	}
 	if seq > s.expected {
 		// An earlier message is still out with a previous session; the
 		// server delivers it again after AckWait, then this one.
 		if err := s.checkRetention(ctx, seq); err != nil || seq > s.expected {
-			return err
+			return nil, -1, err
 		}
 	}
 	s.expected = seq + 1
-	s.held = append(s.held, msg.Reply())
 
 	txn, err := stream.Decode(msg.Data())
 	if err == nil && (txn.Origin != s.w.cfg.Origin || txn.OriginSysID != s.w.cfg.OriginSysID) {
 		err = fmt.Errorf("%w: message from node %q (sysid %d) on the stream of node %q", stream.ErrMalformed, txn.Origin, txn.OriginSysID, s.w.cfg.Origin)
 	}
+	if err == nil && s.open && (txn.CommitLSN != s.openLSN || txn.Chunk != s.nextChunk) && txn.Chunk != 0 {
+		err = fmt.Errorf("%w: chunk %d of transaction %s out of order", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
+	}
+	if err == nil && !s.open && txn.Chunk != 0 && txn.CommitLSN > s.progress {
+		err = fmt.Errorf("%w: chunk %d of transaction %s without its start", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
+	}
 	if err != nil {
-		return s.park(ctx, msg, seq, err)
+		idx := s.hold(msg.Reply(), !s.open)
+		return nil, idx, s.park(ctx, msg, seq, err)
 	}
-	if txn.CommitLSN <= s.progress {
-		if !s.open {
-			return s.ack(msg) // applied before: a re-delivery or a re-publish
+	if txn.CommitLSN <= s.progress || s.pipe.covers(txn.CommitLSN) {
+		// Applied before: a re-delivery or a re-publish.
+		return nil, s.hold(msg.Reply(), !s.open), nil
+	}
+	if txn.Chunk == 0 {
+		if ahead, warn := conflicts.FutureCommit(txn.Time(), time.Now(), conflicts.DefaultSkewTolerance); warn {
+			s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",
+				"lsn", txn.CommitLSN, "ahead", ahead)
 		}
-		return nil
 	}
-	return s.apply(ctx, msg, seq, txn)
+	if err := s.matchKeys(ctx, txn); err != nil {
+		return nil, -1, s.keyError(ctx, txn, err)
+	}
+	return txn, s.hold(msg.Reply(), false), nil
 }
 
 // checkRetention moves past messages the stream no longer holds (removed by
@@ -137,51 +266,42 @@ func (s *session) checkRetention(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-func (s *session) apply(ctx context.Context, msg jetstream.Msg, seq uint64, txn *stream.Txn) error {
+// applyMsg applies one message's transaction or chunk of a large
+// transaction inside one local transaction, and commits with the last
+// chunk. With resolve set, rows go through conflict resolution at once.
+func (s *session) applyMsg(ctx context.Context, txn *stream.Txn, held int, resolve bool) error {
 	if txn.Chunk == 0 {
 		if s.open { // the transaction was published again from its start
 			if err := s.rollback(ctx); err != nil {
 				return err
 			}
 		}
-		// The shared lock lets a joining node read every origin's progress
-		// exactly as of its snapshot (it takes the lock exclusively); it is
-		// taken before the transaction has an xid, so it never delays the
-		// snapshot itself.
-		if _, err := s.conn.Exec(ctx, "BEGIN; SELECT pg_advisory_xact_lock_shared("+joinLockSQL+")"); err != nil {
-			return fmt.Errorf("begin: %w", err)
+		b := &pgconn.Batch{}
+		if err := s.queueBegin(ctx, b, txn); err != nil {
+			return err
+		}
+		if _, err := s.execBatch(ctx, b); err != nil {
+			_ = s.rollback(ctx)
+			return fmt.Errorf("begin transaction %s from %q: %w", txn.CommitLSN, s.w.cfg.Origin, err)
 		}
 		s.open, s.openLSN, s.nextChunk = true, txn.CommitLSN, 0
 	}
-	if txn.Chunk == 0 {
-		if ahead, warn := conflicts.FutureCommit(txn.Time(), time.Now(), conflicts.DefaultSkewTolerance); warn {
-			s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",
-				"lsn", txn.CommitLSN, "ahead", ahead)
-		}
-	}
-	if !s.open || txn.CommitLSN != s.openLSN || txn.Chunk != s.nextChunk {
-		return s.park(ctx, msg, seq, fmt.Errorf("%w: chunk %d of transaction %s out of order", stream.ErrMalformed, txn.Chunk, txn.CommitLSN))
-	}
-	if err := s.applyChanges(ctx, txn); err != nil {
+	if err := s.applyChanges(ctx, txn, resolve); err != nil {
 		_ = s.rollback(ctx)
-		s.recordAbort(ctx, txn, err)
+		err = s.recordAbort(ctx, txn, err)
 		return fmt.Errorf("apply transaction %s from %q: %w", txn.CommitLSN, s.w.cfg.Origin, err)
 	}
+	s.w.status.countChanges(txn.Changes)
 	s.nextChunk++
 	if !txn.Last {
 		return nil
 	}
+	s.open = false
 	if _, err := s.conn.Exec(ctx, "COMMIT"); err != nil {
-		s.open = false
 		return fmt.Errorf("commit transaction %s from %q: %w", txn.CommitLSN, s.w.cfg.Origin, err)
 	}
-	s.open = false
-	s.progress = txn.CommitLSN
-	s.w.status.Applied.Store(uint64(txn.CommitLSN))
-	s.w.status.AppliedTime.Store(txn.CommitTime)
-	s.w.status.Transactions.Add(1)
-	s.w.status.setError(nil)
-	return s.ack(msg)
+	s.done(txn, held)
+	return nil
 }
 
 func (s *session) rollback(ctx context.Context) error {
@@ -192,18 +312,8 @@ func (s *session) rollback(ctx context.Context) error {
 	return nil
 }
 
-// ack acknowledges msg and, the consumer acknowledging all, everything before it.
-func (s *session) ack(msg jetstream.Msg) error {
-	if err := msg.Ack(); err != nil {
-		return fmt.Errorf("acknowledge: %w", err)
-	}
-	s.held = s.held[:0]
-	return nil
-}
-
 // park keeps an undecodable message in the parked stream, reports it and
-// moves on. It is acknowledged with the next transaction (or now, between
-// transactions), so the stream does not keep it.
+// moves on. It is acknowledged with what comes after it.
 func (s *session) park(ctx context.Context, msg jetstream.Msg, seq uint64, cause error) error {
 	s.w.status.Parked.Add(1)
 	s.w.log.Error("parked a message that cannot be applied", "seq", seq, "subject", msg.Subject(), "err", cause)
@@ -214,67 +324,61 @@ func (s *session) park(ctx context.Context, msg jetstream.Msg, seq uint64, cause
 	if _, err := s.w.js.PublishMsg(ctx, p); err != nil {
 		return fmt.Errorf("park message %d: %w", seq, err)
 	}
-	if !s.open {
-		return s.ack(msg)
-	}
 	return nil
 }
 
-// keepHeld tells the server that held messages are still being worked on.
-func (s *session) keepHeld() {
-	if len(s.held) == 0 || time.Since(s.lastWPI) < progressEvery {
-		return
-	}
-	s.lastWPI = time.Now()
-	for _, reply := range s.held {
-		_ = s.w.nc.Publish(reply, []byte("+WPI"))
-	}
-}
-
-// release hands held messages back for immediate redelivery, in order.
-func (s *session) release() {
-	for _, reply := range s.held {
-		_ = s.w.nc.Publish(reply, []byte("-NAK"))
-	}
-	s.held = nil
-}
-
-// abort ends the session after an error at msg: the open transaction is
-// rolled back and every message not applied goes back to the server.
-func (s *session) abort(ctx context.Context, failed jetstream.Msg, batch jetstream.MessageBatch) {
+// stop ends the session at shutdown: what is flushed is acknowledged, the
+// rest handed back.
+func (s *session) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if s.open {
 		_ = s.rollback(ctx)
 	}
-	if n := len(s.held); n == 0 || s.held[n-1] != failed.Reply() {
-		s.held = append(s.held, failed.Reply())
+	_ = s.ackFlushed(ctx)
+	s.release()
+}
+
+// abort ends the session after an error: the open transaction is rolled
+// back and every message not applied goes back to the server, the ones not
+// yet taken (rest, then what the fetch still delivers) included.
+func (s *session) abort(ctx context.Context, rest []jetstream.Msg, msgs <-chan jetstream.Msg) {
+	if s.open {
+		_ = s.rollback(ctx)
 	}
-	for msg := range batch.Messages() {
-		s.held = append(s.held, msg.Reply())
+	for _, msg := range rest {
+		s.held = append(s.held, heldMsg{reply: msg.Reply()})
+	}
+	for msg := range msgs {
+		s.held = append(s.held, heldMsg{reply: msg.Reply()})
 	}
 	s.release()
 }
 
 // recordAbort records a transaction that could not be applied as an
-// unhandled_tx_abort conflict, on a connection of its own.
-func (s *session) recordAbort(ctx context.Context, txn *stream.Txn, cause error) {
+// unhandled_tx_abort conflict, on a connection of its own, and returns
+// cause, explained where a schema difference caused it (explainError).
+func (s *session) recordAbort(ctx context.Context, txn *stream.Txn, cause error) error {
+	cause = s.explainError(ctx, txn, cause)
 	s.w.status.countConflict(string(conflicts.UnhandledTxAbort))
 	if !s.history || ctx.Err() != nil {
-		return
+		return cause
 	}
 	conn, err := s.w.connect(ctx)
 	if err != nil {
-		return
+		return cause
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var t *table
 	var c *stream.Change
-	if len(txn.Changes) > 0 && txn.Changes[0].Op != stream.OpTruncate {
-		c = &txn.Changes[0]
+	if i := abortChange(txn, cause); i >= 0 {
+		c = &txn.Changes[i]
 		t = newTable(txn.Relations[c.Rel], s.roident)
 	} else {
 		t, c = &table{}, &stream.Change{}
 	}
-	if err := s.record(ctx, conn, txn, t, c, localRow{}, conflicts.Abort(), cause); err != nil {
+	if err := s.record(ctx, conn, txn, t, c, localRow{}, conflicts.Abort(), historyError(cause)); err != nil {
 		s.w.log.Warn("could not record an apply error in the conflict history", "err", err)
 	}
+	return cause
 }

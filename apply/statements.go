@@ -28,6 +28,15 @@ type table struct {
 	// tombstone is the condition finding the tombstone of a key, with the
 	// schema, table and key values as parameters $1, $2, $3...
 	tombstone string
+	// tombstoneProbe fails (division by zero) when the key has a tombstone.
+	tombstoneProbe string
+}
+
+// checkedOne wraps an UPDATE or DELETE so that it fails with division_by_zero
+// unless it touched a row: the fast path's check, made by the server so that
+// a whole transaction goes in one round trip.
+func checkedOne(sql string) string {
+	return "WITH pgactive_row AS (" + sql + " RETURNING 1) SELECT 1 / count(*) FROM pgactive_row"
 }
 
 // tombstoneWhere matches pgactive_tombstones rows as the trigger
@@ -75,8 +84,9 @@ func newTable(rel stream.Relation, roident uint32) *table {
 	t.insert = "INSERT INTO " + t.name + " (" + cols.String() + ") VALUES (" + vals.String() + ")"
 	t.sameOrigin = " AND (SELECT o.roident FROM pg_xact_commit_timestamp_origin(xmin) o) = " + strconv.FormatUint(uint64(roident), 10)
 	t.tombstone = tombstoneWhere(len(t.keys))
+	t.tombstoneProbe = "SELECT 1 / (count(*) = 0)::int FROM pgactive.pgactive_tombstones WHERE " + t.tombstone
 	t.deleteAny = "DELETE FROM " + t.name + " WHERE " + t.where(1)
-	t.delete = t.deleteAny + t.sameOrigin
+	t.delete = checkedOne(t.deleteAny + t.sameOrigin)
 	return t
 }
 
@@ -117,7 +127,8 @@ func (t *table) sameShape(rel *stream.Relation) bool {
 // updateSQLFor returns the UPDATE for a new tuple, setting every column that was
 // sent (unchanged TOAST values keep the local value), and the indexes of the
 // columns whose values follow the key parameters.
-// Unless anyRow, only a row last written by the worker's origin is updated.
+// Unless anyRow, only a row last written by the worker's origin is updated,
+// and the statement fails unless it updated one (checkedOne).
 func (t *table) updateSQLFor(newTuple stream.Tuple, anyRow bool) (string, []int) {
 	var mask strings.Builder
 	set := make([]int, 0, len(newTuple))
@@ -147,7 +158,7 @@ func (t *table) updateSQLFor(newTuple stream.Tuple, anyRow bool) (string, []int)
 	b.WriteString(" WHERE " + t.where(1))
 	sql := b.String()
 	t.update[mask.String()+"!"] = sql // any row: the slow path decided already
-	t.update[mask.String()] = sql + t.sameOrigin
+	t.update[mask.String()] = checkedOne(sql + t.sameOrigin)
 	return t.update[key], set
 }
 

@@ -40,7 +40,17 @@ type Config struct {
 	// ConflictLogging, when set, says whether conflicts are written to
 	// pgactive_conflict_history and whether with their tuples (default: both).
 	ConflictLogging func() (log, tuples bool)
+	// RetryMax is the longest wait before applying again after an error
+	// (default DefaultRetryMax). The wait starts at RetryMin and doubles
+	// while attempts fail without applying anything.
+	RetryMax time.Duration
 }
+
+// Retry waits after an apply error.
+const (
+	RetryMin        = 500 * time.Millisecond
+	DefaultRetryMax = 30 * time.Second
+)
 
 // Validate reports a configuration apply cannot run with.
 func (c *Config) Validate() error {
@@ -73,6 +83,7 @@ func OriginName(group, node string) string {
 type Status struct {
 	Running      atomic.Bool
 	Applied      atomic.Uint64 // origin commit LSN of the last applied transaction
+	Flushed      atomic.Uint64 // origin commit LSN of the last one flushed locally
 	AppliedTime  atomic.Int64  // its origin commit time, µs since the Unix epoch
 	Transactions atomic.Uint64
 	Changes      atomic.Uint64
@@ -95,6 +106,14 @@ func (s *Status) Conflicts() map[string]uint64 {
 		out[k] = v
 	}
 	return out
+}
+
+// committed records a transaction committed locally.
+func (s *Status) committed(txn *stream.Txn) {
+	s.Applied.Store(uint64(txn.CommitLSN))
+	s.AppliedTime.Store(txn.CommitTime)
+	s.Transactions.Add(1)
+	s.setError(nil)
 }
 
 // countChanges adds a committed chunk's changes to the per-kind counters.
@@ -158,12 +177,16 @@ type Worker struct {
 	layout *stream.Layout
 	log    *slog.Logger
 	status Status
+	keys   keyCache // this node's primary keys, as the current session read them
 }
 
 // New returns an apply worker. layout finds the consumer and the parked stream.
 func New(cfg Config, layout *stream.Layout, nc *nats.Conn, log *slog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = DefaultRetryMax
 	}
 	log = log.With("node", cfg.Target, "origin", cfg.Origin,
 		"stream", stream.StreamName(cfg.Group, cfg.Origin), "consumer", stream.ConsumerName(cfg.Target))
@@ -176,9 +199,9 @@ func (w *Worker) Status() *Status { return &w.status }
 // Run applies until ctx ends, retrying with backoff after errors. It returns
 // nil when ctx is cancelled.
 func (w *Worker) Run(ctx context.Context) error {
-	backoff := 500 * time.Millisecond
+	backoff := min(RetryMin, w.cfg.RetryMax)
 	for {
-		start := time.Now()
+		start, applied := time.Now(), w.status.Transactions.Load()
 		err := w.session(ctx)
 		w.status.Running.Store(false)
 		if ctx.Err() != nil {
@@ -186,8 +209,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		w.status.Errors.Add(1)
 		w.status.setError(err)
-		if time.Since(start) > time.Minute {
-			backoff = 500 * time.Millisecond
+		if time.Since(start) > time.Minute || w.status.Transactions.Load() != applied {
+			backoff = min(RetryMin, w.cfg.RetryMax) // a new failure, not the same one again
 		}
 		w.log.Warn("apply session ended, retrying", "err", err, "backoff", backoff)
 		select {
@@ -195,16 +218,21 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, w.cfg.RetryMax)
 	}
 }
 
 func (w *Worker) connect(ctx context.Context) (*pgx.Conn, error) {
 	cc, err := pgx.ParseConfig(w.cfg.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("parse DSN of node %q: %w", w.cfg.Target, err)
+		// Not wrapped: the parse error quotes the DSN, password and all,
+		// and this error reaches the lag rows of every node.
+		return nil, fmt.Errorf("parse DSN of node %q: the connection string is not valid", w.cfg.Target)
 	}
 	cc.RuntimeParams["application_name"] = "pgactive:" + strconv.FormatUint(w.cfg.OriginSysID, 10) + ":apply"
+	// As PostgreSQL's own apply worker: commits do not wait for the WAL
+	// flush; messages are acknowledged once the origin's progress is flushed.
+	cc.RuntimeParams["synchronous_commit"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to node %q: %w", w.cfg.Target, err)
@@ -248,9 +276,10 @@ func (w *Worker) session(ctx context.Context) error {
 		return err
 	}
 	w.status.Applied.Store(uint64(progress))
+	w.status.Flushed.Store(uint64(progress))
 	w.status.Running.Store(true)
 	w.log.Info("apply started", "lsn", progress)
-	s := &session{w: w, conn: conn, progress: progress, tables: map[string]*table{}}
+	s := &session{w: w, conn: conn, originName: origin, progress: progress, tables: map[string]*table{}, lastAck: time.Now()}
 	if err := s.loadOrigins(ctx); err != nil {
 		return err
 	}
