@@ -11,5 +11,9 @@
 // (pg_replication_origin_xact_setup) and anything at or below it is skipped;
 // JetStream acknowledgements only cover transactions whose local commit is
 // flushed; a failing transaction is retried with backoff, never skipped;
-// a message that cannot be decoded is parked, counted and reported.
+// a message that cannot be decoded is parked, counted and reported. Rows are
+// found by this node's primary key: an update or delete of a table without
+// one is refused, not guessed. An error caused by a table that differs from
+// the origin's comes back as a *SchemaError that names the fix, in the
+// conflict history and the worker's Status.LastError alike.
 package apply

@@ -30,9 +30,9 @@ type session struct {
 	tables     map[string]*table
 	stmts      preparedStmts
 
-	expected uint64 // next stream sequence to apply
+	expected uint64    // next stream sequence to apply
 	held     []heldMsg // delivered messages not yet acknowledged, in order
-	toAck    int    // how many held messages are done
+	toAck    int       // how many held messages are done
 	lastWPI  time.Time
 	lastAck  time.Time
 	pipe     pipeline

@@ -140,8 +140,12 @@ CREATE TABLE IF NOT EXISTS pgactive.pgactive_lag (
     pending_messages bigint,
     lag_seconds double precision,
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Why the target cannot apply the origin's next transaction, '' if it can.
+    last_error text,
     PRIMARY KEY (origin_node, target_node)
 );
+-- Schemas made by an earlier CreateSchema lack the column.
+ALTER TABLE pgactive.pgactive_lag ADD COLUMN IF NOT EXISTS last_error text;
 REVOKE ALL ON TABLE pgactive.pgactive_lag FROM PUBLIC;
 
 -- Apply counters per origin node on this node, refreshed by the agent, read
@@ -1134,6 +1138,19 @@ REVOKE ALL ON FUNCTION pgactive.pgactive_remove(boolean) FROM PUBLIC;
 
 -- One row per replication path of the group, as the agent last reported it.
 -- active is false when the agent has not refreshed the row for 30 seconds.
+-- last_error, after pgactive's columns, says why the target cannot apply the
+-- origin's next transaction (NULL while it can).
+DO $do$
+BEGIN
+    -- A schema made by an earlier CreateSchema has the function without
+    -- last_error: CREATE OR REPLACE cannot change its result columns.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+               WHERE p.oid = pg_catalog.to_regprocedure('pgactive.pgactive_get_replication_lag_info()')
+                 AND NOT 'last_error' = ANY (p.proargnames)) THEN
+        DROP FUNCTION pgactive.pgactive_get_replication_lag_info();
+    END IF;
+END
+$do$;
 CREATE OR REPLACE FUNCTION pgactive.pgactive_get_replication_lag_info(
     OUT node_name text,
     OUT node_sysid text,
@@ -1150,7 +1167,8 @@ CREATE OR REPLACE FUNCTION pgactive.pgactive_get_replication_lag_info(
     OUT flush_lsn pg_lsn,
     OUT replay_lsn pg_lsn,
     OUT pending_messages bigint,
-    OUT lag_seconds double precision)
+    OUT lag_seconds double precision,
+    OUT last_error text)
 RETURNS SETOF record
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1159,7 +1177,7 @@ AS $fn$
            l.active AND l.updated_at > clock_timestamp() - interval '30 seconds',
            l.active_pid, l.pending_wal_decoding, l.pending_wal_to_apply,
            l.restart_lsn, l.confirmed_flush_lsn, l.sent_lsn, l.write_lsn, l.flush_lsn, l.replay_lsn,
-           l.pending_messages, l.lag_seconds
+           l.pending_messages, l.lag_seconds, nullif(l.last_error, '')
     FROM pgactive.pgactive_lag l
     ORDER BY l.origin_node, l.target_node
 $fn$;

@@ -678,6 +678,7 @@ func TestExtensionFunctions(t *testing.T) {
 			WriteLSN, FlushLSN, ReplayLSN                  string
 			PendingMessages                                int64
 			LagSeconds                                     float64
+			LastError                                      *string
 		}
 		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[lagRow])
 		if err != nil {
@@ -685,7 +686,7 @@ func TestExtensionFunctions(t *testing.T) {
 		}
 		want := []string{"node_name", "node_sysid", "application_name", "slot_name", "active", "active_pid",
 			"pending_wal_decoding", "pending_wal_to_apply", "restart_lsn", "confirmed_flush_lsn", "sent_lsn",
-			"write_lsn", "flush_lsn", "replay_lsn", "pending_messages", "lag_seconds"}
+			"write_lsn", "flush_lsn", "replay_lsn", "pending_messages", "lag_seconds", "last_error"}
 		if !slices.Equal(names, want) {
 			t.Errorf("lag columns = %v, want %v", names, want)
 		}
@@ -693,7 +694,7 @@ func TestExtensionFunctions(t *testing.T) {
 			t.Fatalf("lag rows = %+v, want 2", got)
 		}
 		if r := got[0]; r.NodeName != "endpoint2-app" || !r.Active || r.PendingWALToApply != 120 || r.ReplayLSN != "0/1996D90" ||
-			r.PendingMessages != 2 || r.LagSeconds != 0.25 {
+			r.PendingMessages != 2 || r.LagSeconds != 0.25 || r.LastError != nil {
 			t.Errorf("fresh lag row = %+v", r)
 		}
 		if r := got[1]; r.NodeName != "endpoint1-app" || r.Active {

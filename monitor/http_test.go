@@ -82,7 +82,8 @@ func exampleGroup(t *testing.T) []*Monitor {
 	rows := []Row{
 		{OriginNode: "node1", TargetNode: "node2", NodeName: "node2", NodeSysID: "2", SlotName: "pgactive_5_1",
 			ApplicationName: "pgactive:1:send", Active: true, ActivePID: &pid, PendingWALDecoding: 10, PendingWALToApply: 2048,
-			PendingMessages: 3, LagSeconds: 4.5, SentLSN: 0x2000, FlushLSN: 0x1800, UpdatedAt: now.Add(-time.Second)},
+			PendingMessages: 3, LagSeconds: 4.5, SentLSN: 0x2000, FlushLSN: 0x1800, UpdatedAt: now.Add(-time.Second),
+			LastError: `table "public"."t" does not exist on node "node2": create it`},
 		{OriginNode: "node2", TargetNode: "node1", NodeName: "node1", NodeSysID: "1", SlotName: "pgactive_5_2",
 			ApplicationName: "pgactive:2:send", Active: true, UpdatedAt: now.Add(-time.Minute)},
 	}
@@ -119,7 +120,8 @@ func TestHandlerLag(t *testing.T) {
 	if len(rows) != 2 {
 		t.Fatalf("GET /lag: got %d rows, want 2 (the freshest read of the group): %s", len(rows), body)
 	}
-	if r := rows[0]; r.OriginNode != "node1" || !r.Active || r.PendingMessages != 3 || r.SentLSN != 0x2000 || *r.ActivePID != 321 {
+	if r := rows[0]; r.OriginNode != "node1" || !r.Active || r.PendingMessages != 3 || r.SentLSN != 0x2000 || *r.ActivePID != 321 ||
+		!strings.Contains(r.LastError, "does not exist") {
 		t.Errorf("row node1 → node2: got %+v", r)
 	}
 	if r := rows[1]; r.OriginNode != "node2" || r.Active {
@@ -128,7 +130,7 @@ func TestHandlerLag(t *testing.T) {
 	for _, col := range []string{`"node_name"`, `"node_sysid"`, `"application_name"`, `"slot_name"`, `"active"`, `"active_pid"`,
 		`"pending_wal_decoding"`, `"pending_wal_to_apply"`, `"restart_lsn"`, `"confirmed_flush_lsn"`, `"sent_lsn": "0/2000"`,
 		`"write_lsn"`, `"flush_lsn": "0/1800"`, `"replay_lsn"`, `"pending_messages"`, `"lag_seconds"`, `"origin_node"`,
-		`"target_node"`, `"updated_at"`} {
+		`"target_node"`, `"updated_at"`, `"last_error": ""`} {
 		if !strings.Contains(body, col) {
 			t.Errorf("GET /lag: no %s in %s", col, body)
 		}
@@ -189,6 +191,8 @@ func TestHandlerMetrics(t *testing.T) {
 		{"pgactive_lag_seconds", path, 4.5},
 		{"pgactive_lag_active", path, 1},
 		{"pgactive_lag_active", []string{"group=app", "origin=node2", "target=node1"}, 0},
+		{"pgactive_apply_failing", path, 1},
+		{"pgactive_apply_failing", []string{"group=app", "origin=node2", "target=node1"}, 0},
 		{"pgactive_apply_running", []string{"group=app", "node=node1", "origin=node2"}, 1},
 		{"pgactive_apply_running", []string{"group=app", "node=node2", "origin=node1"}, 0},
 		{"pgactive_apply_transactions_total", []string{"group=app", "node=node1", "origin=node2"}, 5},

@@ -20,7 +20,7 @@ func conflictTypes() []string {
 // descs are the metrics the handler exports.
 type descs struct {
 	// One origin → target path, from the group's lag rows.
-	pendingDecoding, pendingApply, lagSeconds, pendingMessages, active, updated *prometheus.Desc
+	pendingDecoding, pendingApply, lagSeconds, pendingMessages, active, failing, updated *prometheus.Desc
 	// The apply workers of the process's agents.
 	applyRunning, applyTxns, applyChanges, applyErrors, applyParked, applyConflicts, applyCommit *prometheus.Desc
 	// The capture workers of the process's agents.
@@ -45,6 +45,8 @@ func newDescs() descs {
 			"JetStream messages the target's consumer has not acknowledged (pending_messages).", path),
 		active: d("pgactive_lag_active",
 			"1 while the path replicates: slot streaming, target applying, row fresh (active).", path),
+		failing: d("pgactive_apply_failing",
+			"1 while the target fails to apply the origin's next transaction (last_error is set).", path),
 		updated: d("pgactive_lag_updated_timestamp_seconds",
 			"When the origin last refreshed the path's row, in seconds since the Unix epoch.", path),
 
@@ -76,7 +78,7 @@ func newDescs() descs {
 
 func (d *descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.pendingDecoding, d.pendingApply, d.lagSeconds, d.pendingMessages, d.active,
-		d.updated, d.applyRunning, d.applyTxns, d.applyChanges, d.applyErrors, d.applyParked, d.applyConflicts,
+		d.failing, d.updated, d.applyRunning, d.applyTxns, d.applyChanges, d.applyErrors, d.applyParked, d.applyConflicts,
 		d.applyCommit, d.captureRunning, d.captureTxns, d.captureChanges, d.captureBytes}
 }
 
@@ -105,6 +107,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, c.d.lagSeconds, r.LagSeconds, labels)
 			gauge(ch, c.d.pendingMessages, float64(r.PendingMessages), labels)
 			gauge(ch, c.d.active, boolValue(r.Active), labels)
+			gauge(ch, c.d.failing, boolValue(r.LastError != ""), labels)
 			gauge(ch, c.d.updated, float64(r.UpdatedAt.UnixMilli())/1000, labels)
 		}
 	}

@@ -277,6 +277,7 @@ func (m *Monitor) applyStates(now time.Time) []ApplyState {
 			Changes:      st.Changes.Load(),
 			Errors:       st.Errors.Load(),
 			Parked:       st.Parked.Load(),
+			LastError:    st.LastError(),
 			UpdatedAt:    now.UTC(),
 		}
 		if us := st.AppliedTime.Load(); us != 0 {

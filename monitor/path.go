@@ -92,6 +92,11 @@ func pathRow(o origin, t target, apply *ApplyState, b *backlog, now time.Time, s
 	if b != nil {
 		r.PendingMessages = max(b.Pending, 0)
 	}
+	if apply != nil && (b == nil || r.PendingMessages > 0) {
+		// An error with nothing left to apply (a lost connection, say)
+		// holds nothing back: it is not shown.
+		r.LastError = apply.LastError
+	}
 	r.LagSeconds = lagSeconds(o, apply, b, r, now)
 	r.Active = o.SlotActive && o.CaptureRunning && b != nil && apply != nil && apply.Running &&
 		now.Sub(apply.UpdatedAt) < staleAfter

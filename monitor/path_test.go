@@ -82,6 +82,20 @@ func TestPathRow(t *testing.T) {
 		b:     &backlog{Delivered: 0x6000},
 		want:  Row{Active: true, SentLSN: 0x5000, WriteLSN: 0x5000, FlushLSN: 0x5000, ReplayLSN: 0x5000},
 	}, {
+		name:  "apply failing on a transaction",
+		o:     o,
+		apply: &ApplyState{Running: true, AppliedLSN: 0x1000, UpdatedAt: now, LastError: "table x does not exist: create it"},
+		b:     &backlog{Pending: 1, Oldest: now.Add(-5 * time.Second)},
+		want: Row{Active: true, PendingWALDecoding: 0x1000, PendingWALToApply: 0xF00, SentLSN: 0x1F00, WriteLSN: 0x1000,
+			FlushLSN: 0x1000, ReplayLSN: 0x1000, PendingMessages: 1, LagSeconds: 5, LastError: "table x does not exist: create it"},
+	}, {
+		name:  "an old error with nothing pending is not shown",
+		o:     o,
+		apply: &ApplyState{Running: true, AppliedLSN: 0x1F00, UpdatedAt: now, LastError: "fetch: connection closed"},
+		b:     &backlog{},
+		want: Row{Active: true, PendingWALDecoding: 0x1000, SentLSN: 0x1F00, WriteLSN: 0x1F00,
+			FlushLSN: 0x1F00, ReplayLSN: 0x1F00},
+	}, {
 		name:  "slot not streaming",
 		o:     origin{Node: "node1", SysID: o.SysID, Slot: o.Slot, Current: 0x3000, Confirmed: 0x1000, Published: 0x1F00},
 		apply: running(0x1F00, nil),

@@ -68,7 +68,11 @@ type Row struct {
 	PendingMessages int64 `json:"pending_messages"`
 	// LagSeconds is how old the oldest transaction the target has not applied
 	// is (0 when nothing is pending).
-	LagSeconds float64   `json:"lag_seconds"`
+	LagSeconds float64 `json:"lag_seconds"`
+	// LastError is the error that keeps the target from applying the
+	// origin's next transaction (a schema difference, for instance, with
+	// its fix), or "" while nothing is failing.
+	LastError  string    `json:"last_error"`
 	OriginNode string    `json:"origin_node"`
 	TargetNode string    `json:"target_node"`
 	UpdatedAt  time.Time `json:"updated_at"`
@@ -133,7 +137,10 @@ type ApplyState struct {
 	Changes           uint64     `json:"changes"`
 	Errors            uint64     `json:"errors"`
 	Parked            uint64     `json:"parked"`
-	UpdatedAt         time.Time  `json:"updated_at"`
+	// LastError is the apply worker's last error, "" once a transaction
+	// applied since.
+	LastError string    `json:"last_error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Key prefixes of the monitor's entries in the group's key-value bucket.

@@ -14,7 +14,7 @@ import (
 // lagColumns are the columns of pgactive.pgactive_lag, as Row's JSON names them.
 const lagColumns = `origin_node, target_node, node_name, node_sysid, application_name, slot_name, active, active_pid,
 	pending_wal_decoding, pending_wal_to_apply, restart_lsn, confirmed_flush_lsn, sent_lsn, write_lsn, flush_lsn,
-	replay_lsn, pending_messages, lag_seconds, updated_at`
+	replay_lsn, pending_messages, lag_seconds, last_error, updated_at`
 
 // writeLagSQL makes pgactive.pgactive_lag hold exactly the rows given as a
 // JSON array, in one statement.
@@ -23,7 +23,7 @@ const writeLagSQL = `WITH src AS (
 		node_sysid text, application_name text, slot_name text, active boolean, active_pid integer,
 		pending_wal_decoding bigint, pending_wal_to_apply bigint, restart_lsn pg_lsn, confirmed_flush_lsn pg_lsn,
 		sent_lsn pg_lsn, write_lsn pg_lsn, flush_lsn pg_lsn, replay_lsn pg_lsn, pending_messages bigint,
-		lag_seconds double precision, updated_at timestamptz)
+		lag_seconds double precision, last_error text, updated_at timestamptz)
 ), gone AS (
 	DELETE FROM pgactive.pgactive_lag l
 	WHERE NOT EXISTS (SELECT 1 FROM src WHERE src.origin_node = l.origin_node AND src.target_node = l.target_node)
@@ -37,7 +37,7 @@ ON CONFLICT (origin_node, target_node) DO UPDATE SET
 	restart_lsn = excluded.restart_lsn, confirmed_flush_lsn = excluded.confirmed_flush_lsn,
 	sent_lsn = excluded.sent_lsn, write_lsn = excluded.write_lsn, flush_lsn = excluded.flush_lsn,
 	replay_lsn = excluded.replay_lsn, pending_messages = excluded.pending_messages,
-	lag_seconds = excluded.lag_seconds, updated_at = excluded.updated_at`
+	lag_seconds = excluded.lag_seconds, last_error = excluded.last_error, updated_at = excluded.updated_at`
 
 // statsRow is one row of pgactive.pgactive_stats.
 type statsRow struct {

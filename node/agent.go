@@ -30,6 +30,9 @@ type Config struct {
 	// Monitors, when set, lists this agent's lag monitor while the agent
 	// runs; the HTTP endpoint of `pgactive run` reads it.
 	Monitors *monitor.Set `json:"-"`
+	// ApplyRetryMax is the longest wait of an apply worker before it tries
+	// again after an error (0: apply.DefaultRetryMax).
+	ApplyRetryMax time.Duration
 }
 
 // Validate reports a configuration an agent cannot run with.
@@ -317,7 +320,7 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
 		TargetSysID: self.SysID, TargetTimeline: self.Timeline, TargetDBOID: self.DBOID,
 		DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load,
-		ConflictLogging: a.conflictLogging}, a.layout, a.nc, a.base)
+		ConflictLogging: a.conflictLogging, RetryMax: a.cfg.ApplyRetryMax}, a.layout, a.nc, a.base)
 	if err != nil {
 		return err
 	}

@@ -144,11 +144,11 @@ func TestInspectSQL(t *testing.T) {
 	}
 	p.Exec(t, "app", `INSERT INTO pgactive.pgactive_lag (origin_node, target_node, node_name, node_sysid, application_name,
 			slot_name, active, active_pid, pending_wal_decoding, pending_wal_to_apply, restart_lsn, confirmed_flush_lsn,
-			sent_lsn, write_lsn, flush_lsn, replay_lsn, pending_messages, lag_seconds, updated_at)
+			sent_lsn, write_lsn, flush_lsn, replay_lsn, pending_messages, lag_seconds, updated_at, last_error)
 		VALUES ('node1', 'node2', 'node2', '22', 'pgactive:11:send', 'pgactive_5_11', true, 4711, 0, 2048, '0/100', '0/200',
-			'0/1F00', '0/1800', '0/1700', '0/1700', 3, 2.5, now()),
+			'0/1F00', '0/1800', '0/1700', '0/1700', 3, 2.5, now(), e'table "public"."t" does not exist on node "node2":\tcreate it'),
 		('node2', 'node1', 'node1', '11', 'pgactive:22:send', 'pgactive_5_22', true, NULL, 0, 0, '0/100', '0/200',
-			'0/300', '0/300', '0/300', '0/300', 0, 0, now() - interval '1 minute')`)
+			'0/300', '0/300', '0/300', '0/300', 0, 0, now() - interval '1 minute', '')`)
 	p.Exec(t, "app", `INSERT INTO pgactive.pgactive_nodes (node_sysid, node_timeline, node_dboid, node_status, node_name, node_dsn, node_group, node_seq_id)
 		VALUES ('11', 1, 5, 'r', 'node1', 'host=a password=topsecret dbname=app', 'app', 0),
 		('22', 1, 5, 'c', 'node2', 'host=b password=topsecret dbname=app', 'app', 1)`)
@@ -174,17 +174,19 @@ func TestInspectSQL(t *testing.T) {
 		t.Fatalf("lag --json: got %d rows, want 2:\n%s", len(rows), out.String())
 	}
 	if r := rows[0]; r.OriginNode != "node1" || r.TargetNode != "node2" || !r.Active || *r.ActivePID != 4711 ||
-		r.PendingWALToApply != 2048 || r.PendingMessages != 3 || r.LagSeconds != 2.5 || r.SentLSN != 0x1F00 || r.FlushLSN != 0x1700 {
+		r.PendingWALToApply != 2048 || r.PendingMessages != 3 || r.LagSeconds != 2.5 || r.SentLSN != 0x1F00 || r.FlushLSN != 0x1700 ||
+		r.LastError != "table \"public\".\"t\" does not exist on node \"node2\":\tcreate it" {
 		t.Errorf("row node1 → node2: got %+v", r)
 	}
-	if r := rows[1]; r.OriginNode != "node2" || r.Active || r.ActivePID != nil {
+	if r := rows[1]; r.OriginNode != "node2" || r.Active || r.ActivePID != nil || r.LastError != "" {
 		t.Errorf("row node2 → node1, a minute old: got %+v, want not active", r)
 	}
 	out.Reset()
 	if err := runLag(ctx, []string{"--dsn", dsn}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "PENDING_WAL_TO_APPLY") || !strings.Contains(out.String(), "(2 rows)") {
+	if !strings.Contains(out.String(), "PENDING_WAL_TO_APPLY") || !strings.Contains(out.String(), "(2 rows)") ||
+		!strings.Contains(out.String(), "LAST_ERROR") || !strings.Contains(out.String(), `does not exist on node "node2": create it`) {
 		t.Errorf("lag table:\n%s", out.String())
 	}
 

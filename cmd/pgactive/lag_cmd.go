@@ -53,10 +53,10 @@ func runLag(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		table = append(table, []string{r.OriginNode, r.NodeName, strconv.FormatBool(r.Active), pid,
 			strconv.FormatInt(r.PendingMessages, 10), strconv.FormatInt(r.PendingWALDecoding, 10),
 			strconv.FormatInt(r.PendingWALToApply, 10), strconv.FormatFloat(r.LagSeconds, 'f', 1, 64),
-			r.SentLSN.String(), r.FlushLSN.String()})
+			r.SentLSN.String(), r.FlushLSN.String(), strings.Join(strings.Fields(r.LastError), " ")})
 	}
 	return printTable(stdout, []string{"ORIGIN", "TARGET", "ACTIVE", "PID", "PENDING_MESSAGES", "PENDING_WAL_DECODING",
-		"PENDING_WAL_TO_APPLY", "LAG_SECONDS", "SENT_LSN", "FLUSH_LSN"}, table)
+		"PENDING_WAL_TO_APPLY", "LAG_SECONDS", "SENT_LSN", "FLUSH_LSN", "LAST_ERROR"}, table)
 }
 
 // lagSQL reads pgactive_get_replication_lag_info() with each row's origin
@@ -64,7 +64,7 @@ func runLag(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 const lagSQL = `SELECT l.origin_node, l.target_node, f.node_name, f.node_sysid, f.application_name, f.slot_name,
 		f.active, f.active_pid, f.pending_wal_decoding, f.pending_wal_to_apply,
 		f.restart_lsn::text, f.confirmed_flush_lsn::text, f.sent_lsn::text, f.write_lsn::text,
-		f.flush_lsn::text, f.replay_lsn::text, f.pending_messages, f.lag_seconds, l.updated_at
+		f.flush_lsn::text, f.replay_lsn::text, f.pending_messages, f.lag_seconds, l.updated_at, f.last_error
 	FROM pgactive.pgactive_get_replication_lag_info() f
 	LEFT JOIN pgactive.pgactive_lag l
 		ON coalesce(l.node_name, l.target_node) = f.node_name AND l.slot_name IS NOT DISTINCT FROM f.slot_name`
@@ -88,13 +88,13 @@ func lagFromSQL(ctx context.Context, dsn string) ([]monitor.Row, error) {
 
 func scanLag(row pgx.CollectableRow) (monitor.Row, error) {
 	var r monitor.Row
-	var origin, target, name, sysid, app, slot *string
+	var origin, target, name, sysid, app, slot, lastErr *string
 	var decoding, toApply, pending *int64
 	var lag *float64
 	var updated *time.Time
 	var lsns [6]*string
 	err := row.Scan(&origin, &target, &name, &sysid, &app, &slot, &r.Active, &r.ActivePID, &decoding, &toApply,
-		&lsns[0], &lsns[1], &lsns[2], &lsns[3], &lsns[4], &lsns[5], &pending, &lag, &updated)
+		&lsns[0], &lsns[1], &lsns[2], &lsns[3], &lsns[4], &lsns[5], &pending, &lag, &updated, &lastErr)
 	if err != nil {
 		return r, err
 	}
@@ -111,7 +111,7 @@ func scanLag(row pgx.CollectableRow) (monitor.Row, error) {
 		return *n
 	}
 	r.OriginNode, r.TargetNode, r.NodeName, r.NodeSysID = str(origin), str(target), str(name), str(sysid)
-	r.ApplicationName, r.SlotName = str(app), str(slot)
+	r.ApplicationName, r.SlotName, r.LastError = str(app), str(slot), str(lastErr)
 	r.PendingWALDecoding, r.PendingWALToApply, r.PendingMessages = num(decoding), num(toApply), num(pending)
 	if lag != nil {
 		r.LagSeconds = *lag
