@@ -89,11 +89,30 @@ type Controller struct {
 // (or Stop). It returns at once: the controller attaches by itself.
 func StartController(t testing.TB, natsURL, dsn string) *Controller {
 	t.Helper()
-	nc, js := ConnectNATS(t, natsURL)
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &Controller{cancel: cancel, done: make(chan error, 1)}
-	ctl := node.NewController(node.ControllerConfig{DSN: dsn, NC: nc, JS: js, Replicas: 1, Log: TestLogger()})
-	go func() { c.done <- ctl.Run(ctx) }()
+	return StartControllerWith(t, stream.ConnectOptions{URLs: natsURL, Name: "pgactive test"},
+		node.ControllerConfig{DSN: dsn, Replicas: 1, Log: TestLogger()})
+}
+
+// StartControllerWith runs a controller for cfg like [StartController],
+// connecting to NATS with conn (seed URLs, authentication, TLS). cfg.NC and
+// cfg.JS are set here; cfg.Log defaults to [TestLogger].
+func StartControllerWith(t testing.TB, conn stream.ConnectOptions, cfg node.ControllerConfig) *Controller {
+	t.Helper()
+	if cfg.Log == nil {
+		cfg.Log = TestLogger()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, js, err := stream.Connect(ctx, conn, cfg.Log)
+	if err != nil {
+		t.Fatalf("connect a controller to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	cfg.NC, cfg.JS = nc, js
+	rctx, rcancel := context.WithCancel(context.Background())
+	c := &Controller{cancel: rcancel, done: make(chan error, 1)}
+	ctl := node.NewController(cfg)
+	go func() { c.done <- ctl.Run(rctx) }()
 	t.Cleanup(c.Stop)
 	return c
 }

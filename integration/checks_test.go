@@ -32,6 +32,8 @@ func TestStartupChecks(t *testing.T) {
 	good := StartPostgres(t)
 	good.CreateDatabase(t, "app")
 	wrongPassword := strings.Replace(good.DSN("app"), "password="+good.Password, "password=not-the-password", 1)
+	plainPassword := randomPassword(t)
+	good.Exec(t, "postgres", "CREATE ROLE plain LOGIN PASSWORD '"+plainPassword+"'")
 	unreachable := "host=127.0.0.1 port=1 user=postgres dbname=app connect_timeout=5 password=" + good.Password
 
 	tests := []struct {
@@ -46,6 +48,8 @@ func TestStartupChecks(t *testing.T) {
 		{"missing database", good.DSN("nope"), `database "nope" does not exist`, nil},
 		{"unreachable", unreachable, "is PostgreSQL running and are host and port right?", nil},
 		{"bad DSN", "host=127.0.0.1 password='x", "connection string is not valid", nil},
+		{"role without grants", good.RoleDSN("app", "plain", plainPassword),
+			`role "plain" lacks what the agent needs: the REPLICATION attribute`, node.ErrNotReady},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,7 +60,7 @@ func TestStartupChecks(t *testing.T) {
 			if tt.sentinel != nil && !errors.Is(err, tt.sentinel) {
 				t.Fatalf("got error %v, want errors.Is %v", err, tt.sentinel)
 			}
-			for _, secret := range []string{good.Password, replica.Password, noTS.Password, "not-the-password"} {
+			for _, secret := range []string{good.Password, replica.Password, noTS.Password, "not-the-password", plainPassword} {
 				if strings.Contains(err.Error(), secret) {
 					t.Fatalf("error reveals a password: %v", err)
 				}

@@ -134,6 +134,13 @@ func (p *Postgres) DSN(db string) string {
 		p.Port, superuser, p.Password, db)
 }
 
+// RoleDSN returns a libpq connection string for database db, as role with
+// password over TCP (password authentication).
+func (p *Postgres) RoleDSN(db, role, password string) string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=disable",
+		p.Port, role, password, db)
+}
+
 // CreateDatabase creates database name, failing the test on error.
 func (p *Postgres) CreateDatabase(t testing.TB, name string) {
 	t.Helper()

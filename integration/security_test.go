@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/pgactive-go/pgactive/monitor"
 	"github.com/pgactive-go/pgactive/node"
 	"github.com/pgactive-go/pgactive/stream"
 )
@@ -45,10 +50,14 @@ func debugLogger() (*slog.Logger, *logBuffer) {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 
-// TestSecurityReplicatesWithAuthAndTLS runs two nodes whose agents connect
-// to a server that requires a user and password, TLS and a client
-// certificate, and checks that no password shows in a log line, an error or
-// the group's bucket.
+// TestSecurityReplicatesWithAuthAndTLS runs two nodes, the quick start's
+// way (controllers, user mappings holding each node's PostgreSQL password,
+// create, join with an initial copy), whose agents connect to a NATS server
+// that requires a user and password, TLS and a client certificate. It
+// checks that no password shows in a log line, an error, the group's
+// bucket, a response of the HTTP endpoint (/lag, /metrics, /healthz,
+// /readyz), pgactive.pgactive_nodes, pgactive_get_replication_lag_info(),
+// or the request and join progress tables.
 func TestSecurityReplicatesWithAuthAndTLS(t *testing.T) {
 	const user = "pgactive"
 	password := "nats-" + randomPassword(t)
@@ -63,26 +72,78 @@ func TestSecurityReplicatesWithAuthAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pgs := make([]*Postgres, 2)
-	conns := make([]*pgx.Conn, 2)
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", loadSchema)
-		conns[i] = pgs[i].Connect(t, "app")
+	pgs := []*Postgres{StartPostgres(t), StartPostgres(t)}
+	monitors := &monitor.Set{}
+	for i, p := range pgs {
+		p.CreateDatabase(t, "app")
+		dsn := p.DSN("app")
+		// The test can fail only if the agents really hold and use the
+		// passwords: their DSNs carry them, and the server refuses a
+		// connection without one.
+		if !strings.Contains(dsn, "password="+p.Password) {
+			t.Fatalf("node%d's DSN carries no password: nothing to leak", i+1)
+		}
+		noPassword := strings.Replace(dsn, "password="+p.Password, "", 1)
+		if c, err := pgx.Connect(context.Background(), noPassword); err == nil {
+			c.Close(context.Background())
+			t.Fatalf("node%d accepts a connection without a password", i+1)
+		}
+		StartControllerWith(t, stream.ConnectOptions{URLs: ns.URLs(), Options: opts, Name: fmt.Sprintf("pgactive test node%d", i+1)},
+			node.ControllerConfig{DSN: dsn, Replicas: 1, Monitors: monitors, Log: log})
 	}
-	agents := make([]*Agent, 2)
-	for i := range pgs {
-		cfg := node.Config{Group: "app", Node: fmt.Sprintf("node%d", i+1), DSN: pgs[i].DSN("app")}
-		agents[i] = StartAgentWith(t, stream.ConnectOptions{URLs: ns.URLs(), Options: opts}, cfg, log)
+	srv := httptest.NewServer(monitor.NewHandler(monitor.HandlerConfig{Monitors: monitors.List, Agents: len(pgs), Log: log}))
+	t.Cleanup(srv.Close)
+
+	pgs[0].Exec(t, "app", loadSchema)
+	for _, p := range pgs {
+		extSetUp(t, p, "app")
+		p.Psql(t, "app", serversSQL(pgs)) // user mappings with each node's password
+		WaitFor(t, 30*time.Second, "agent attached", func() (bool, error) {
+			return strings.TrimSpace(p.Psql(t, "app", "SELECT pgactive.pgactive_is_agent_attached();")) == "t", nil
+		})
 	}
-	WaitAppliers(t, agents[0], "node2")
-	WaitAppliers(t, agents[1], "node1")
-	mustExec(t, conns[0], `INSERT INTO items (id, val) SELECT g, 'from node1' FROM generate_series(1, 100) g`)
+	pgs[0].Psql(t, "app", `SELECT pgactive.pgactive_create_group(node_name := 'node1', node_dsn := 'user_mapping=postgres pgactive_foreign_server=node1');
+SELECT pgactive.pgactive_wait_for_node_ready(60);`)
+	mustExec(t, pgs[0].Connect(t, "app"), `INSERT INTO items (id, val) SELECT g, 'from node1' FROM generate_series(1, 100) g`)
+	// The join reads node1's password from node2's user mapping.
+	pgs[1].Psql(t, "app", joinSQL(2, 1)+"\nSELECT pgactive.pgactive_wait_for_node_ready(120);")
+	conns := []*pgx.Conn{pgs[0].Connect(t, "app"), pgs[1].Connect(t, "app")}
 	mustExec(t, conns[1], `INSERT INTO items (id, val) SELECT g, 'from node2' FROM generate_series(101, 200) g`)
+	mustExec(t, conns[0], `UPDATE items SET n = n + 1 WHERE id > 150`)
 	WaitSameRows(t, time.Minute, "items", conns...)
 	if got := count(t, conns[1], `SELECT count(*) FROM items`); got != 200 {
 		t.Fatalf("rows on node2: got %d, want 200", got)
+	}
+
+	// Every output holds something, so that a password in it would show.
+	waitStatus(t, srv.URL+"/readyz", http.StatusOK, `"ready": true`)
+	waitStatus(t, srv.URL+"/healthz", http.StatusOK, `"status": "ok"`)
+	waitStatus(t, srv.URL+"/lag", http.StatusOK, `"node1"`, `"node2"`)
+	waitStatus(t, srv.URL+"/metrics", http.StatusOK, `pgactive_lag_seconds{`)
+	sqlOutputs := []struct {
+		name, sql string
+		nodes     []int // the nodes where it has rows
+	}{
+		{"pgactive_nodes", `SELECT row_to_json(n)::text FROM pgactive.pgactive_nodes n`, []int{0, 1}},
+		{"pgactive_get_replication_lag_info()", `SELECT row_to_json(l)::text FROM pgactive.pgactive_get_replication_lag_info() l`, []int{0, 1}},
+		{"pgactive_requests", `SELECT row_to_json(r)::text FROM pgactive.pgactive_requests r`, []int{0, 1}},
+		{"pgactive_join_progress", `SELECT row_to_json(j)::text FROM pgactive.pgactive_join_progress j`, []int{1}},
+	}
+	WaitFor(t, time.Minute, "both lag paths and both members in SQL on both nodes", func() (bool, error) {
+		var state []string
+		for i, c := range conns {
+			lag := count(t, c, `SELECT count(*) FROM pgactive.pgactive_get_replication_lag_info()`)
+			members := count(t, c, `SELECT count(*) FROM pgactive.pgactive_nodes WHERE node_dsn IS NOT NULL`)
+			if lag != 2 || members != 2 {
+				state = append(state, fmt.Sprintf("node%d: %d lag rows, %d members with a DSN", i+1, lag, members))
+			}
+		}
+		return len(state) == 0, errors.New(strings.Join(state, "; "))
+	})
+	// node2's row on node1 carries node2's agent DSN, redacted: the path a
+	// password would take is exercised.
+	if got := count(t, conns[0], `SELECT count(*) FROM pgactive.pgactive_nodes WHERE node_name = 'node2' AND node_dsn LIKE '%user=%'`); got != 1 {
+		t.Fatalf("node2's row on node1 holds no agent DSN (got %d rows): the redaction is not exercised", got)
 	}
 
 	// Refused connections, so that their errors are checked too.
@@ -97,32 +158,72 @@ func TestSecurityReplicatesWithAuthAndTLS(t *testing.T) {
 		}
 		errs = append(errs, err)
 	}
-	for _, a := range agents {
-		a.Stop()
-	}
 
-	secrets := map[string]string{"NATS password": password}
-	for i, p := range pgs {
-		secrets[fmt.Sprintf("PostgreSQL password of node%d", i+1)] = p.Password
+	texts := map[string]string{}
+	for _, path := range []string{"/lag", "/metrics", "/healthz", "/readyz"} {
+		code, body, err := httpGet(srv.URL + path)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("GET %s: %d, %v", path, code, err)
+		}
+		texts["GET "+path] = string(body)
 	}
-	texts := map[string]string{"logs": logs.String()}
+	for i, c := range conns {
+		for _, out := range sqlOutputs {
+			rows, err := c.Query(context.Background(), out.sql)
+			if err != nil {
+				t.Fatalf("%s: %v", out.sql, err)
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatalf("%s: %v", out.sql, err)
+			}
+			if len(lines) == 0 && slices.Contains(out.nodes, i) {
+				t.Fatalf("node%d: %s is empty: nothing to check", i+1, out.name)
+			}
+			texts[fmt.Sprintf("%s on node%d", out.name, i+1)] = strings.Join(lines, "\n")
+		}
+	}
 	for i, err := range errs {
 		texts[fmt.Sprintf("error %d", i+1)] = err.Error()
 	}
 	for k, v := range bucketValues(t, ns.URLs(), opts) {
 		texts["bucket key "+k] = v
 	}
+	texts["logs"] = logs.String() // last: the reads above log too
 	if !strings.Contains(texts["logs"], "agent ready") {
 		t.Fatalf("the captured log has no %q line: is the agent's log captured?", "agent ready")
 	}
+
+	secrets := map[string]string{"NATS password": password}
+	for i, p := range pgs {
+		secrets[fmt.Sprintf("PostgreSQL password of node%d", i+1)] = p.Password
+	}
+	// The check itself finds a password where there is one.
+	if leaks(map[string]string{"a DSN": pgs[1].DSN("app")}, secrets) == nil {
+		t.Fatal("the leak check does not find a password in a DSN")
+	}
+	found := leaks(texts, secrets)
+	for _, leak := range found {
+		t.Error(leak)
+	}
+	if len(found) > 0 {
+		return
+	}
+	t.Logf("%d outputs hold no password: %s", len(texts), strings.Join(slices.Sorted(maps.Keys(texts)), ", "))
+}
+
+// leaks says which of texts holds which of secrets.
+func leaks(texts, secrets map[string]string) []string {
+	var out []string
 	for where, text := range texts {
 		for what, secret := range secrets {
 			if strings.Contains(text, secret) {
-				t.Errorf("%s holds the %s", where, what)
+				out = append(out, fmt.Sprintf("%s holds the %s", where, what))
 			}
 		}
 	}
-	t.Logf("%d log bytes, %d errors and %d bucket values hold no password", len(texts["logs"]), len(errs), len(texts)-1-len(errs))
+	slices.Sort(out)
+	return out
 }
 
 // TestSecurityRefusals connects to a server that requires a user and

@@ -158,6 +158,9 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 	if err != nil {
 		return Member{}, nil, err
 	}
+	if err := CheckReplication(ctx, conn, a.cfg.Node); err != nil {
+		return Member{}, nil, err
+	}
 	a.mu.Lock()
 	a.identity = id
 	a.mu.Unlock()

@@ -71,18 +71,19 @@ func redactParseError(err error) error {
 	return errors.New(msg)
 }
 
-// Check verifies the settings replication needs and returns the node's identity.
+// Check verifies the settings replication needs and the privileges of the
+// agent's role (a superuser, or a role with the grants of a least-privilege
+// agent role), and returns the node's identity. A role that lacks a grant
+// gets a *PrivilegeError naming each missing grant and the statement that
+// gives it.
 func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 	node = label(node, conn.Config().Database)
 	var walLevel, commitTS string
 	var maxSlots, usedSlots, maxSenders, usedSenders int
-	var super bool
 	err := conn.QueryRow(ctx, `SELECT current_setting('wal_level'), current_setting('track_commit_timestamp'),
 		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
-		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int,
-		r.rolsuper
-		FROM pg_roles r WHERE r.rolname = current_user`).Scan(
-		&walLevel, &commitTS, &maxSlots, &usedSlots, &maxSenders, &usedSenders, &super)
+		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int`).Scan(
+		&walLevel, &commitTS, &maxSlots, &usedSlots, &maxSenders, &usedSenders)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%s: read settings: %w", node, err)
 	}
@@ -95,8 +96,9 @@ func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: %s has max_replication_slots = %d with %d in use: raise max_replication_slots and restart PostgreSQL", ErrNotReady, node, maxSlots, usedSlots)
 	case maxSenders <= usedSenders:
 		return Identity{}, fmt.Errorf("%w: %s has max_wal_senders = %d with %d in use: raise max_wal_senders and restart PostgreSQL", ErrNotReady, node, maxSenders, usedSenders)
-	case !super:
-		return Identity{}, fmt.Errorf("%w: %s: the agent's role must be a superuser (it sets up replication origins and slots); connect as a superuser", ErrNotReady, node)
+	}
+	if err := checkRole(ctx, conn, node); err != nil {
+		return Identity{}, err
 	}
 	var id Identity
 	var sysid string

@@ -271,6 +271,12 @@ func (c *Controller) createGroup(ctx context.Context) error {
 	if err != nil || n == nil {
 		return errors.Join(err, errors.New("no local node row: call pgactive_create_group first"))
 	}
+	if err := CheckReplication(ctx, c.conn, n.Name); err != nil {
+		if n.Status == StateBeginning {
+			return c.joinFailed(ctx, n, "", err) // nothing done yet: let pgactive_create_group run again
+		}
+		return err
+	}
 	if n.Group == "" {
 		n.Group = c.id.DBName
 		if _, err := c.conn.Exec(ctx, `UPDATE pgactive.pgactive_nodes SET node_group = $1 WHERE node_name = $2`, n.Group, n.Name); err != nil {

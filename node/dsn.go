@@ -119,14 +119,29 @@ func ResolveDSN(ctx context.Context, conn *pgx.Conn, dsn string) (string, error)
 		return "", fmt.Errorf("node DSN: read foreign server %q: %w", server, err)
 	}
 	var umOpts []string
-	err = conn.QueryRow(ctx, `SELECT coalesce(umoptions, '{}') FROM pg_user_mappings
-		WHERE srvname = $1 AND (usename = $2 OR (usename = 'public' AND NOT EXISTS (
-			SELECT 1 FROM pg_user_mappings WHERE srvname = $1 AND usename = $2)))`, server, user).Scan(&umOpts)
+	var readable bool
+	var self string
+	// pg_user_mappings shows a mapping's options only to superusers, to the
+	// mapped role if it may use the server, and (for PUBLIC) to members of
+	// the server's owner: the same rule, to tell "no options" from "hidden".
+	err = conn.QueryRow(ctx, `SELECT coalesce(um.umoptions, '{}'), current_user::text,
+			um.umoptions IS NOT NULL OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)
+			OR (um.usename = current_user AND (pg_has_role(s.srvowner, 'USAGE') OR has_server_privilege(s.oid, 'USAGE')))
+			OR (um.usename = 'public' AND pg_has_role(s.srvowner, 'USAGE'))
+		FROM pg_user_mappings um JOIN pg_foreign_server s ON s.oid = um.srvid
+		WHERE um.srvname = $1 AND (um.usename = $2 OR (um.usename = 'public' AND NOT EXISTS (
+			SELECT 1 FROM pg_user_mappings WHERE srvname = $1 AND usename = $2)))`, server, user).Scan(&umOpts, &self, &readable)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("node DSN: no user mapping for %q on server %q: create it with CREATE USER MAPPING FOR %s SERVER %s OPTIONS (user '...', password '...')", user, server, pgx.Identifier{user}.Sanitize(), pgx.Identifier{server}.Sanitize())
 	}
 	if err != nil {
 		return "", fmt.Errorf("node DSN: read user mapping for %q on %q: %w", user, server, err)
+	}
+	if !readable {
+		agent, srv := pgx.Identifier{self}.Sanitize(), pgx.Identifier{server}.Sanitize()
+		return "", fmt.Errorf("node DSN: the agent's role %q cannot read the user mapping for %q on server %q (PostgreSQL shows a mapping's options only to its own role, when that role may use the server, and to superusers): "+
+			"create the mapping for the agent's role with CREATE USER MAPPING FOR %s SERVER %s OPTIONS (user '...', password '...'), GRANT USAGE ON FOREIGN SERVER %s TO %s, and name it with user_mapping=%s",
+			self, user, server, agent, srv, srv, agent, self)
 	}
 	for _, o := range append(srvOpts, umOpts...) {
 		k, v, ok := strings.Cut(o, "=")

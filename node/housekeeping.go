@@ -14,6 +14,10 @@ import (
 // one needs any more.
 const maintainEvery = 5 * time.Second
 
+// repeatWarningEvery is how often a housekeeping failure that does not
+// change is logged again.
+const repeatWarningEvery = 10 * time.Minute
+
 // Settings read from the database's own configuration (ALTER DATABASE ...
 // SET), under pgactive's names where pgactive has them.
 const (
@@ -37,6 +41,8 @@ func (a *Agent) maintain(ctx context.Context) error {
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
+	var lastErr string
+	var lastLogged time.Time
 	for {
 		if conn == nil || conn.IsClosed() {
 			c, err := Connect(ctx, a.cfg.DSN, a.cfg.Node)
@@ -45,8 +51,14 @@ func (a *Agent) maintain(ctx context.Context) error {
 			}
 		}
 		if conn != nil {
-			if err := a.housekeeping(ctx, conn); err != nil && ctx.Err() == nil {
+			err := a.housekeeping(ctx, conn)
+			switch {
+			case err == nil || ctx.Err() != nil:
+				lastErr = ""
+			case err.Error() != lastErr || time.Since(lastLogged) >= repeatWarningEvery:
+				// The same failure every few seconds is logged now and then.
 				a.log.Warn("housekeeping failed", "err", err)
+				lastErr, lastLogged = err.Error(), time.Now()
 			}
 		}
 		select {
@@ -122,15 +134,17 @@ func (a *Agent) tombstoneHorizon() time.Time {
 // primary key that lacks it, with the key columns in column order.
 func ensureTombstoneTriggers(ctx context.Context, conn *pgx.Conn) error {
 	rows, err := conn.Query(ctx, `SELECT c.oid::regclass::text,
-			array_agg(a.attname::text ORDER BY a.attnum)
+			array_agg(a.attname::text ORDER BY a.attnum), has_table_privilege(c.oid, 'TRIGGER'),
+			n.nspname::text, c.relname::text, o.rolname::text, o.rolsuper, current_user::text
 		FROM pg_index i
 		JOIN pg_class c ON c.oid = i.indrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_roles o ON o.oid = c.relowner
 		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey)
 		WHERE i.indisprimary AND c.relkind = 'r'
 		  AND n.nspname NOT IN ('pgactive', 'pg_catalog', 'information_schema')
 		  AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgactive_tombstone')
-		GROUP BY c.oid`)
+		GROUP BY c.oid, n.nspname, o.rolname, o.rolsuper`)
 	if err != nil {
 		return fmt.Errorf("find tables without tombstone triggers: %w", err)
 	}
@@ -139,10 +153,18 @@ func ensureTombstoneTriggers(ctx context.Context, conn *pgx.Conn) error {
 		keys  []string
 	}
 	var targets []target
+	var denied []ownedTable // tables the agent's role may not put a trigger on
+	var role string
 	for rows.Next() {
 		var t target
-		if err := rows.Scan(&t.table, &t.keys); err != nil {
+		var o ownedTable
+		var may bool
+		if err := rows.Scan(&t.table, &t.keys, &may, &o.schema, &o.name, &o.owner, &o.ownerSuper, &role); err != nil {
 			return err
+		}
+		if !may {
+			denied = append(denied, o)
+			continue
 		}
 		targets = append(targets, t)
 	}
@@ -160,6 +182,14 @@ func ensureTombstoneTriggers(ctx context.Context, conn *pgx.Conn) error {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("put the tombstone trigger on %s: %w", t.table, err)
 		}
+	}
+	if len(denied) > 0 {
+		var fixes []string
+		for _, g := range ownerGrants(denied, pgx.Identifier{role}.Sanitize()) {
+			fixes = append(fixes, g.What+": "+g.Fix)
+		}
+		return fmt.Errorf("cannot put the tombstone trigger on tables the agent's role lacks TRIGGER on: as a superuser, run: %s; see %s",
+			strings.Join(fixes, "; "), grantsGuide)
 	}
 	return nil
 }

@@ -28,6 +28,10 @@ func (c *Controller) joinGroup(ctx context.Context, args map[string]any) error {
 	if joinDSN == "" {
 		joinDSN = n.InitFrom
 	}
+	// What the agent needs once the copy is done, checked before it starts.
+	if err := CheckReplication(ctx, c.conn, n.Name); err != nil {
+		return c.joinFailed(ctx, n, "", err)
+	}
 	srcDSN, err := ResolveDSN(ctx, c.conn, joinDSN)
 	if err != nil {
 		return c.joinFailed(ctx, n, "", fmt.Errorf("join_using_dsn: %w", err))
@@ -101,7 +105,9 @@ func (c *Controller) reportJoin(ctx context.Context, conn *pgx.Conn, node string
 	}
 }
 
-// joinFailed undoes a join's registration and returns its cause.
+// joinFailed undoes a join's registration and returns its cause. With no
+// group, it only deletes the local node row, so that the user can fix the
+// cause and call pgactive_join_group (or pgactive_create_group) again.
 func (c *Controller) joinFailed(ctx context.Context, n *localNode, group string, cause error) error {
 	if group != "" {
 		l := c.layout(group)

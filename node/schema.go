@@ -181,6 +181,22 @@ func restoreList(ctx context.Context, dst *pgTool, dump, listFile string, server
 func restoreSection(ctx context.Context, dst *pgTool, dump, listFile, section string) error {
 	_, err := dst.run(ctx, "pg_restore", "--section="+section, "--use-list="+listFile,
 		"--exit-on-error", "--single-transaction", "--dbname="+dst.conninfo, dump)
+	return restoreError(section, err)
+}
+
+// restorePostData restores the post-data section of dump (indexes,
+// constraints, triggers) into the joining database with up to workers
+// connections, each building one index or constraint at a time, stopping
+// at the first error. It runs after the copy, when a failure leaves a
+// partial copy anyway, so it needs no single transaction.
+func restorePostData(ctx context.Context, dst *pgTool, dump, listFile string, workers int) error {
+	_, err := dst.run(ctx, "pg_restore", "--section=post-data", "--use-list="+listFile,
+		"--exit-on-error", "--jobs="+strconv.Itoa(max(workers, 1)), "--dbname="+dst.conninfo, dump)
+	return restoreError("post-data", err)
+}
+
+// restoreError explains a failed restore of section, or returns nil.
+func restoreError(section string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -223,6 +239,18 @@ func restoreFix(reason string) string {
 		return "create the source's roles on the joining server (pg_dumpall --roles-only on the source), then join again"
 	case strings.Contains(reason, "tablespace"):
 		return "create the source's tablespaces on the joining server, then join again"
+	case strings.Contains(reason, "must be member of role"):
+		return "make the agent's role a member of that role, which owns objects on the source (as a superuser: GRANT <that role> TO <the agent's role>; " +
+			"see " + grantsGuide + "), then join again"
+	case strings.Contains(reason, "permission denied for database"):
+		return "the agent's role must be able to create schemas in the joining database: create it with the source database's owner " +
+			"(CREATE DATABASE ... OWNER ...) and make the agent's role a member of that owner, or GRANT CREATE ON DATABASE ... TO the agent's role, then join again"
+	case strings.Contains(reason, "permission denied for schema"):
+		return "the agent's role must be able to create objects in that schema: make it a member of the schema's owner, or GRANT CREATE ON SCHEMA ... TO the agent's role, then join again"
+	case strings.Contains(reason, "permission denied to create extension"):
+		return "as a superuser, create that extension in the joining database first (the restore runs CREATE EXTENSION IF NOT EXISTS), then join again"
+	case strings.Contains(reason, "permission denied") || strings.Contains(reason, "must be owner") || strings.Contains(reason, "must be superuser"):
+		return "the agent's role lacks a privilege the restore needs (see " + grantsGuide + "), or run the agent as a superuser, then join again"
 	case strings.Contains(reason, "extension") || strings.Contains(reason, "control file"):
 		return "install the extension's files on the joining server, then join again"
 	}
@@ -289,8 +317,9 @@ func parseTOC(entry string) *tocEntry {
 
 // filterList drops from a pg_restore --list the entries of pgactive's own
 // objects: the extension, its schema and everything in it, the FDW, the
-// servers of it (servers) and their user mappings, and the publication
-// capture decodes through. The joining node's agent creates its own.
+// servers of it (servers) and their user mappings, the publication capture
+// decodes through, and the grants of the replication origin functions to
+// the agent's role. The joining node has, or its agent creates, its own.
 func filterList(list string, servers []string) (kept string, dropped []string) {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(list, "\n") {
@@ -312,6 +341,12 @@ const (
 
 func ownEntry(e *tocEntry, servers []string) bool {
 	if e.schema == ownSchema {
+		return true
+	}
+	if e.desc == "ACL" && e.schema == "pg_catalog" && strings.HasPrefix(e.tag, "FUNCTION pg_replication_origin_") {
+		// EXECUTE granted to a least-privilege agent role: each node's own
+		// set-up (deploy/sql/agent-role.sql), which only a superuser can
+		// restore.
 		return true
 	}
 	isServer := func(name string) bool {

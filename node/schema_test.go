@@ -79,6 +79,24 @@ func TestFilterList(t *testing.T) {
 	}
 }
 
+// TestFilterListOriginGrants: EXECUTE granted to an agent role on the
+// replication origin functions is each node's own set-up, not restored;
+// other grants in pg_catalog are.
+func TestFilterListOriginGrants(t *testing.T) {
+	const list = `3501; 0 0 ACL pg_catalog FUNCTION pg_replication_origin_advance(text, pg_lsn) postgres
+3506; 0 0 ACL pg_catalog FUNCTION pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone) postgres
+3507; 0 0 ACL pg_catalog FUNCTION pg_read_file(text) postgres
+3508; 0 0 ACL public FUNCTION pg_replication_origin_mine() app
+`
+	kept, dropped := filterList(list, nil)
+	if len(dropped) != 2 || !strings.HasPrefix(dropped[0], "3501;") || !strings.HasPrefix(dropped[1], "3506;") {
+		t.Errorf("dropped: got %q, want entries 3501 and 3506", dropped)
+	}
+	if !strings.Contains(kept, "3507;") || !strings.Contains(kept, "3508;") {
+		t.Errorf("kept: got %q, want entries 3507 and 3508", kept)
+	}
+}
+
 func TestParseTOC(t *testing.T) {
 	for _, tc := range []struct {
 		line string
@@ -109,6 +127,14 @@ func TestRestoreFailure(t *testing.T) {
 		{"pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\nCommand was: CREATE TABLE public.t (\n    id integer\n);\n",
 			"CREATE TABLE public.t", `relation "t" already exists`, "new database"},
 		{"pg_restore: error: connection to server failed", "a statement", "pg_restore: error: connection to server failed", "then join again"},
+		{"pg_restore: error: could not execute query: ERROR:  must be member of role \"app_owner\"\nCommand was: ALTER TABLE public.t OWNER TO app_owner;\n",
+			"ALTER TABLE public.t OWNER TO app_owner", `must be member of role "app_owner"`, "GRANT <that role> TO <the agent's role>"},
+		{"pg_restore: error: could not execute query: ERROR:  permission denied for database app\nCommand was: CREATE SCHEMA inv;\n",
+			"CREATE SCHEMA inv", "permission denied for database app", "GRANT CREATE ON DATABASE"},
+		{"pg_restore: error: could not execute query: ERROR:  permission denied to create extension \"hstore\"\nCommand was: CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;\n",
+			"CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public", `permission denied to create extension "hstore"`, "as a superuser, create that extension"},
+		{"pg_restore: error: could not execute query: ERROR:  must be owner of extension hstore\nCommand was: COMMENT ON EXTENSION hstore IS 'x';\n",
+			"COMMENT ON EXTENSION hstore IS 'x'", "must be owner of extension hstore", "lacks a privilege the restore needs"},
 	} {
 		statement, reason := restoreFailure(tc.stderr)
 		if statement != tc.statement || reason != tc.reason || !strings.Contains(restoreFix(reason), tc.fix) {
