@@ -256,10 +256,13 @@ CREATE TABLE IF NOT EXISTS pgactive.pgactive_tombstones (
 REVOKE ALL ON TABLE pgactive.pgactive_tombstones FROM PUBLIC;
 
 -- AFTER DELETE row trigger the agent puts on every table with a primary key,
--- its arguments the key columns in column order.
+-- its arguments the key columns in column order. It runs as its owner: the
+-- roles that delete rows need no privilege on pgactive_tombstones, and a
+-- trigger only ever records keys of the table it is on.
 CREATE OR REPLACE FUNCTION pgactive.pgactive_record_tombstone()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog
 AS $fn$
 DECLARE
