@@ -64,11 +64,25 @@ func (a *Assembler) Add(walData []byte) (ev Event, err error) {
 			err = fmt.Errorf("parse pgoutput message: %v", r)
 		}
 	}()
+	if a.inTxn && a.skip && len(walData) > 0 && skippable(walData[0]) {
+		return Event{}, nil // a row of a transaction that is not published
+	}
 	msg, err := pglogrepl.Parse(walData)
 	if err != nil {
 		return Event{}, fmt.Errorf("parse pgoutput message: %w", err)
 	}
 	return a.add(msg)
+}
+
+// skippable reports the pgoutput message types that only carry rows: inside a
+// dropped transaction they need not be parsed.
+func skippable(typ byte) bool {
+	switch pglogrepl.MessageType(typ) {
+	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete,
+		pglogrepl.MessageTypeTruncate, pglogrepl.MessageTypeMessage:
+		return true
+	}
+	return false
 }
 
 func (a *Assembler) add(msg pglogrepl.Message) (Event, error) {

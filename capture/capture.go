@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -195,6 +196,8 @@ type session struct {
 	win        *window
 	subject    string
 	lastStatus time.Time
+	// readDeadline is the connection's read deadline (see receive).
+	readDeadline time.Time
 }
 
 func (s *session) loop(ctx context.Context) error {
@@ -208,14 +211,12 @@ func (s *session) loop(ctx context.Context) error {
 				return err
 			}
 		}
-		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		raw, err := s.conn.ReceiveMessage(rctx)
-		cancel()
+		raw, err := s.receive()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if pgconn.Timeout(err) {
+			if isTimeout(err) {
 				continue
 			}
 			return fmt.Errorf("receive from slot: %w", err)
@@ -224,6 +225,30 @@ func (s *session) loop(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// receiveWait is how long a receive waits before the loop looks at the
+// window, the status interval and the context again.
+const receiveWait = 500 * time.Millisecond
+
+// receive reads the next message of the replication stream. It bounds the
+// wait with the connection's read deadline, moved forward at most every
+// receiveWait/2, rather than a context per message: a context with a
+// deadline costs more than decoding a small message.
+func (s *session) receive() (pgproto3.BackendMessage, error) {
+	if now := time.Now(); s.readDeadline.Sub(now) < receiveWait/2 {
+		s.readDeadline = now.Add(receiveWait)
+		if err := s.conn.Conn().SetReadDeadline(s.readDeadline); err != nil {
+			return nil, fmt.Errorf("set read deadline: %w", err)
+		}
+	}
+	return s.conn.ReceiveMessage(context.Background())
+}
+
+// isTimeout reports a receive that ended at the read deadline.
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return pgconn.Timeout(err) || (errors.As(err, &netErr) && netErr.Timeout())
 }
 
 func (s *session) handle(ctx context.Context, raw pgproto3.BackendMessage) error {

@@ -338,18 +338,19 @@ func NewMsg(subject string, t *Txn) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(subject)
-	m.Data = body
-	m.Header.Set(HeaderMsgID, t.MsgID())
-	m.Header.Set(HeaderOrigin, t.Origin)
-	m.Header.Set(HeaderCommitLSN, t.CommitLSN.String())
-	m.Header.Set(HeaderCommitTime, t.Time().Format(time.RFC3339Nano))
+	// The header names are in canonical form already: set the map directly
+	// rather than through Header.Set, which canonicalises each name again.
+	h := make(nats.Header, 7)
+	h[HeaderMsgID] = []string{t.MsgID()}
+	h[HeaderOrigin] = []string{t.Origin}
+	h[HeaderCommitLSN] = []string{t.CommitLSN.String()}
+	h[HeaderCommitTime] = []string{t.Time().Format(time.RFC3339Nano)}
 	if tables := t.Tables(); len(tables) > 0 {
-		m.Header.Set(HeaderTables, strings.Join(tables, ","))
+		h[HeaderTables] = []string{strings.Join(tables, ",")}
 	}
-	m.Header.Set(HeaderChunk, strconv.Itoa(t.Chunk))
-	m.Header.Set(HeaderLastChunk, strconv.FormatBool(t.Last))
-	return m, nil
+	h[HeaderChunk] = []string{strconv.Itoa(t.Chunk)}
+	h[HeaderLastChunk] = []string{strconv.FormatBool(t.Last)}
+	return &nats.Msg{Subject: subject, Header: h, Data: body}, nil
 }
 
 // Headers of a parked message.
