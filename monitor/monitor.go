@@ -273,6 +273,7 @@ func (m *Monitor) applyStates(now time.Time) []ApplyState {
 			Target:       m.cfg.Node,
 			Running:      st.Running.Load(),
 			AppliedLSN:   LSN(st.Applied.Load()),
+			FlushedLSN:   LSN(st.Flushed.Load()),
 			Transactions: st.Transactions.Load(),
 			Changes:      st.Changes.Load(),
 			Errors:       st.Errors.Load(),

@@ -56,18 +56,22 @@ type target struct {
 // (nil: none yet); b is the consumer's state (nil: no consumer). It is pure:
 // now is the origin's clock.
 func pathRow(o origin, t target, apply *ApplyState, b *backlog, now time.Time, staleAfter time.Duration) Row {
-	var flush LSN
+	var replay, flush LSN
 	if apply != nil {
-		flush = apply.AppliedLSN
+		replay, flush = apply.AppliedLSN, apply.AppliedLSN
+		if apply.FlushedLSN != 0 {
+			flush = min(apply.FlushedLSN, replay)
+		}
 	}
 	if b != nil && b.Pending == 0 && o.StreamRead && b.AckFloor >= o.LastStoredSeq {
-		// The target acknowledges only what it committed, and it has
-		// acknowledged the stream's last message: it flushed everything
-		// the stream holds.
+		// The target acknowledges only what it committed and flushed, and
+		// it has acknowledged the stream's last message: it flushed
+		// everything the stream holds.
 		flush = max(flush, o.LastStored)
+		replay = max(replay, flush)
 	}
-	sent := max(o.Published, flush)
-	write := flush
+	sent := max(o.Published, replay)
+	write := replay
 	if b != nil {
 		write = max(write, min(b.Delivered, sent))
 	}
@@ -78,13 +82,13 @@ func pathRow(o origin, t target, apply *ApplyState, b *backlog, now time.Time, s
 		SlotName:           o.Slot,
 		ActivePID:          o.ActivePID,
 		PendingWALDecoding: lsnDiff(o.Current, max(o.Confirmed, o.Stored)),
-		PendingWALToApply:  lsnDiff(sent, flush),
+		PendingWALToApply:  lsnDiff(sent, replay),
 		RestartLSN:         o.Restart,
 		ConfirmedFlushLSN:  o.Confirmed,
 		SentLSN:            sent,
 		WriteLSN:           write,
 		FlushLSN:           flush,
-		ReplayLSN:          flush,
+		ReplayLSN:          replay,
 		OriginNode:         o.Node,
 		TargetNode:         t.Node,
 		UpdatedAt:          now.UTC(),

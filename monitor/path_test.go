@@ -33,6 +33,14 @@ func TestPathRow(t *testing.T) {
 		want: Row{Active: true, PendingWALDecoding: 0x1000, SentLSN: 0x1F00, WriteLSN: 0x1F00,
 			FlushLSN: 0x1F00, ReplayLSN: 0x1F00},
 	}, {
+		name: "applied, flush pending",
+		o:    o,
+		apply: &ApplyState{Origin: "node1", Target: "node2", Running: true, AppliedLSN: 0x1E00, FlushedLSN: 0x1C00,
+			AppliedCommitTime: ago(time.Second), UpdatedAt: now.Add(-time.Second)},
+		b: &backlog{Pending: 3, Delivered: 0x1E00},
+		want: Row{Active: true, PendingWALDecoding: 0x1000, PendingWALToApply: 0x100, SentLSN: 0x1F00, WriteLSN: 0x1E00,
+			FlushLSN: 0x1C00, ReplayLSN: 0x1E00, PendingMessages: 3},
+	}, {
 		name:  "target stopped with a backlog",
 		o:     o,
 		apply: &ApplyState{Running: false, AppliedLSN: 0x1000, AppliedCommitTime: ago(time.Minute), UpdatedAt: now.Add(-time.Second)},

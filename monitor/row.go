@@ -60,8 +60,10 @@ type Row struct {
 	SentLSN LSN `json:"sent_lsn"`
 	// WriteLSN is the commit LSN of the last transaction delivered to the target.
 	WriteLSN LSN `json:"write_lsn"`
-	// FlushLSN and ReplayLSN are the commit LSN of the last transaction the
-	// target applied; apply commits synchronously, so they are equal.
+	// ReplayLSN is the commit LSN of the last transaction the target
+	// applied; FlushLSN of the last one whose local commit is flushed to
+	// disk (apply commits asynchronously, as PostgreSQL's own apply worker
+	// does, and acknowledges only what is flushed).
 	FlushLSN  LSN `json:"flush_lsn"`
 	ReplayLSN LSN `json:"replay_lsn"`
 	// PendingMessages is the JetStream consumer's pending plus ack-pending count.
@@ -130,8 +132,11 @@ type ApplyState struct {
 	Target  string `json:"target_node"`
 	Running bool   `json:"running"`
 	// AppliedLSN and AppliedCommitTime are the origin commit LSN and time of
-	// the last transaction applied (and flushed) on the target.
+	// the last transaction applied on the target; FlushedLSN that of the
+	// last one whose local commit is flushed (0 from agents that do not
+	// report it: take AppliedLSN).
 	AppliedLSN        LSN        `json:"applied_lsn"`
+	FlushedLSN        LSN        `json:"flushed_lsn,omitempty"`
 	AppliedCommitTime *time.Time `json:"applied_commit_time"`
 	Transactions      uint64     `json:"transactions"`
 	Changes           uint64     `json:"changes"`
