@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -238,5 +239,59 @@ func TestConflictSecondaryUnique(t *testing.T) {
 		if rows[0].Resolution != want {
 			t.Errorf("n%d: resolution %s, want %s", i+1, rows[0].Resolution, want)
 		}
+	}
+}
+
+// TestConflictsInsidePipeline: a backlog of single-row transactions reaches
+// apply as pipelines of many transactions; conflicts in the middle of one
+// (update_update, update_delete, insert_insert) are resolved one by one and
+// the transactions around them still apply, each once.
+func TestConflictsInsidePipeline(t *testing.T) {
+	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{})
+	conns := p.conns
+	mustExec(t, conns[0], `INSERT INTO items SELECT g, 'initial', 0 FROM generate_series(1, 300) g`)
+	WaitSameRows(t, time.Minute, "items", conns[0], conns[1])
+	// n1 commits 300 transactions, one row each; n2, later, changes rows
+	// that some of them change too.
+	p.apart(t, "items", [2]string{
+		`DO $$ BEGIN
+			FOR i IN 1..300 LOOP
+				UPDATE items SET val = 'n1', n = n + 1 WHERE id = i;
+				COMMIT;
+			END LOOP;
+			INSERT INTO items VALUES (1000, 'n1', 1);
+		END $$`,
+		`UPDATE items SET val = 'n2' WHERE id IN (50, 120, 299);
+		 DELETE FROM items WHERE id = 77;
+		 INSERT INTO items VALUES (1000, 'n2', 2)`,
+	})
+	for i, c := range conns {
+		for _, check := range []struct {
+			sql  string
+			want int
+		}{
+			{`SELECT count(*) FROM items`, 300},
+			{`SELECT count(*) FROM items WHERE val = 'n1' AND n = 1`, 300 - 4},
+			{`SELECT count(*) FROM items WHERE val = 'n2' AND id IN (50, 120, 299, 1000)`, 4},
+			{`SELECT count(*) FROM items WHERE id = 77`, 0},
+		} {
+			if got := count(t, c, check.sql); got != check.want {
+				t.Errorf("node n%d: %s: got %d, want %d", i+1, check.sql, got, check.want)
+			}
+		}
+	}
+	// n2 applied n1's backlog and met every conflict; its own changes won.
+	WaitFor(t, 30*time.Second, "the conflicts recorded on n2", func() (bool, error) {
+		byType := map[string]int{}
+		for _, r := range conflictRows(t, conns[1]) {
+			if r.Resolution == "last_update_wins_keep_local" || r.Type == "update_delete" {
+				byType[r.Type]++
+			}
+		}
+		return byType["update_update"] == 3 && byType["update_delete"] == 1 && byType["insert_insert"] == 1,
+			fmt.Errorf("conflicts by type: %v", byType)
+	})
+	if got := p.agents[1].Appliers()["n1"].Status().Transactions.Load(); got < 301 {
+		t.Errorf("n2 applied %d transactions of n1, want at least 301", got)
 	}
 }
