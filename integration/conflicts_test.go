@@ -295,3 +295,38 @@ func TestConflictsInsidePipeline(t *testing.T) {
 		t.Errorf("n2 applied %d transactions of n1, want at least 301", got)
 	}
 }
+
+// TestConflictHostileNames resolves conflicts (the slow path, tombstones,
+// the history row) on a table whose schema, name and key column hold quotes,
+// spaces, semicolons, comment markers and non-ASCII letters.
+func TestConflictHostileNames(t *testing.T) {
+	const schema = `CREATE SCHEMA "s; DROP TABLE x; --";
+		CREATE TABLE "s; DROP TABLE x; --"."t ""x"" ✓" ("k'ey"" --" int PRIMARY KEY, "v al;" text)`
+	const table = `"s; DROP TABLE x; --"."t ""x"" ✓"`
+	p := newPair(t, schema, [2]string{"n1", "n2"}, [2]string{})
+	conns := p.conns
+	mustExec(t, conns[0], `INSERT INTO `+table+` VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
+	WaitSameRows(t, time.Minute, table, conns[0], conns[1])
+	p.apart(t, table, [2]string{
+		`UPDATE ` + table + ` SET "v al;" = 'n1' WHERE "k'ey"" --" IN (1, 2); INSERT INTO ` + table + ` VALUES (4, 'n1')`,
+		`UPDATE ` + table + ` SET "v al;" = 'n2' WHERE "k'ey"" --" = 1; DELETE FROM ` + table + ` WHERE "k'ey"" --" = 2;
+		 INSERT INTO ` + table + ` VALUES (4, 'n2')`,
+	})
+	for i, c := range conns {
+		if got := count(t, c, `SELECT count(*) FROM `+table+` WHERE ("k'ey"" --", "v al;") IN ((1, 'n2'), (3, 'three'), (4, 'n2'))`); got != 3 {
+			t.Errorf("node n%d: got %d of the expected rows, want 3", i+1, got)
+		}
+		if got := count(t, c, `SELECT count(*) FROM `+table); got != 3 {
+			t.Errorf("node n%d: %d rows, want 3", i+1, got)
+		}
+	}
+	WaitFor(t, 30*time.Second, "the conflicts recorded on n2 under the table's name", func() (bool, error) {
+		n := 0
+		for _, r := range conflictRows(t, conns[1]) {
+			if r.Schema == "s; DROP TABLE x; --" && r.Table == `t "x" ✓` {
+				n++
+			}
+		}
+		return n == 3, fmt.Errorf("%d conflict rows for the table", n)
+	})
+}
