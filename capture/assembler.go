@@ -88,6 +88,9 @@ func skippable(typ byte) bool {
 func (a *Assembler) add(msg pglogrepl.Message) (Event, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
+		if m.RelationName == "" {
+			return Event{}, fmt.Errorf("relation %d without a name", m.RelationID)
+		}
 		a.relations[m.RelationID] = m
 		if a.inTxn {
 			// Redefined by DDL inside the transaction: later changes of
