@@ -226,35 +226,35 @@ func (t *Txn) MsgID() string {
 	return id
 }
 
-// Encode returns the msgpack body of t, stamped with WireVersion.
+// Encode returns the msgpack body of t, stamped with WireVersion: the bytes
+// msgpack.Marshal writes for t, without its reflection (see codec.go).
 func Encode(t *Txn) ([]byte, error) {
 	t.V = WireVersion
-	b, err := msgpack.Marshal(t)
+	n, err := encodedSize(t)
 	if err != nil {
 		return nil, fmt.Errorf("encode transaction %s: %w", t.MsgID(), err)
 	}
-	return b, nil
+	return appendTxn(make([]byte, 0, n), t), nil
 }
 
-// Decode parses a body written by Encode and checks that it is internally
-// consistent. It never panics; every error wraps ErrMalformed.
+// Decode parses a body written by Encode, or the same values in any msgpack
+// encoding, and checks that it is internally consistent. It never panics and
+// allocates at most a small multiple of len(b); every error wraps
+// ErrMalformed. The transaction does not alias b.
 func Decode(b []byte) (t *Txn, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			t, err = nil, fmt.Errorf("%w: %v", ErrMalformed, r)
 		}
 	}()
-	if err := checkShape(b); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	var out Txn
-	if err := msgpack.Unmarshal(b, &out); err != nil {
+	out, err := decodeTxn(b)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if err := out.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	return &out, nil
+	return out, nil
 }
 
 func (t *Txn) validate() error {
