@@ -35,6 +35,24 @@ CREATE TABLE hot (id int PRIMARY KEY, v text NOT NULL);`
 
 var joinTables = []string{"items", "customers", "orders", "docs", "hot"}
 
+// joinTypesSchema adds the table of typesSchema, whose types all copy in
+// binary format, and a table whose enum array and composite columns do not
+// (their binary form carries type OIDs, which differ between databases):
+// the join copies that one as text.
+const joinTypesSchema = typesSchema + `
+CREATE TYPE pair AS (a int, b text);
+CREATE TABLE kinds (id int PRIMARY KEY, moods mood[], p pair, ps pair[], at timestamptz, v numeric);`
+
+const joinKinds = 3_000
+
+// joinTypesTables are the tables of joinTypesSchema.
+var joinTypesTables = []string{`"odd schema"."types ""all"""`, "kinds"}
+
+// joinChunkSize makes the join split items and orders (about 3 MB each)
+// into ranges that its workers copy in parallel, as it does with tables of
+// gigabytes by default.
+const joinChunkSize = 256 << 10
+
 const (
 	joinItems     = 50_000
 	joinCustomers = 2_000
@@ -50,7 +68,7 @@ func joinLayout(t *testing.T, url, group string) *stream.Layout {
 }
 
 func TestJoinInitialCopy(t *testing.T) {
-	ns, pgs, agents, conns := startNodes(t, 2, joinSchema)
+	ns, pgs, agents, conns := startNodes(t, 2, joinSchema+joinTypesSchema)
 	src, other := conns[0], conns[1]
 	layout := joinLayout(t, ns.URL(), "app")
 	// A member that lags: its consumers keep every message from now on in
@@ -71,7 +89,11 @@ func TestJoinInitialCopy(t *testing.T) {
 	mustExec(t, src, `INSERT INTO docs SELECT g, 'doc ' || g,
 		(SELECT string_agg(md5(g::text || ':' || k), '') FROM generate_series(1, 6400) k)
 		FROM generate_series(1, $1) g`, joinDocs)
-	for _, tbl := range joinTables {
+	mustExec(t, src, typesRows)
+	mustExec(t, src, `INSERT INTO kinds SELECT g, ARRAY['sad', 'happy']::mood[], ROW(g, 'p' || g)::pair,
+		ARRAY[ROW(1, 'a,"b"'), NULL]::pair[], '2026-01-02 03:04:05.123456+00'::timestamptz + g * interval '1 second', g / 7.0
+		FROM generate_series(1, $1) g`, joinKinds)
+	for _, tbl := range append(joinTables, joinTypesTables...) {
 		WaitSameRows(t, 2*time.Minute, tbl, src, other)
 	}
 	writeBothWays(t, src, other)
@@ -95,8 +117,9 @@ func TestJoinInitialCopy(t *testing.T) {
 	err := node.Join(ctx, node.JoinConfig{
 		Group: "app", Node: "node3", DSN: pg3.DSN("app"),
 		SourceNode: "node1", SourceDSN: pgs[0].DSN("app"),
-		Layout:   layout,
-		PGBinDir: pg3.BinDir,
+		Layout:    layout,
+		PGBinDir:  pg3.BinDir,
+		ChunkSize: joinChunkSize,
 		Progress: func(p node.JoinProgress) {
 			if _, ok := phaseStarted[p.Phase]; !ok {
 				phaseStarted[p.Phase] = time.Now()
@@ -133,9 +156,21 @@ func TestJoinInitialCopy(t *testing.T) {
 	mustExec(t, joined, `INSERT INTO customers (email, name) VALUES ('joined@example.com', 'from node3')`)
 
 	all := []*pgx.Conn{src, other, joined}
-	for _, tbl := range joinTables {
+	for _, tbl := range append(joinTables, joinTypesTables...) {
 		WaitSameRows(t, 3*time.Minute, tbl, all...)
 	}
+
+	t.Run("ranges", func(t *testing.T) {
+		// Each range commits on its own: the copied rows of a split table
+		// carry several xmins.
+		for _, tbl := range []string{"items", "orders"} {
+			got := count(t, joined, `SELECT count(DISTINCT xmin::text) FROM `+tbl+`
+				WHERE pg_xact_commit_timestamp(xmin) < '2001-01-01'`)
+			if got < 2 {
+				t.Errorf("transactions that copied %s: got %d, want several (one per range)", tbl, got)
+			}
+		}
+	})
 
 	t.Run("load rows", func(t *testing.T) {
 		for i, l := range loads {

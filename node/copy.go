@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,6 +27,18 @@ type copyTable struct {
 	schema, name string
 	columns      []string // stored columns (not generated), in order
 	size         int64    // bytes on disk, TOAST included: the progress estimate
+	pages        int64    // pages of the heap when listed
+	// binaryTypes says that every column's type reads and writes the
+	// binary COPY format the same way on every server of one major
+	// version: built-in types (OID under 16384, FirstNormalObjectId) that
+	// have binary I/O (not aclitem), arrays of them, enums (sent as their
+	// labels), and domains over any of these. Arrays and composites of
+	// other user-defined types carry their element types' OIDs, which
+	// differ between databases and which the receiving server may check;
+	// an extension's types may change their binary form between the
+	// extension's versions.
+	binaryTypes bool
+	binary      bool // copied in binary format
 }
 
 func (t *copyTable) ident() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
@@ -61,10 +72,16 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // conn must be inside the snapshot.
 func listTables(ctx context.Context, conn *pgx.Conn) ([]copyTable, error) {
 	rows, err := conn.Query(ctx, `SELECT n.nspname::text, c.relname::text, pg_table_size(c.oid),
-			coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}')
+			pg_relation_size(c.oid) / current_setting('block_size')::int,
+			coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}'),
+			coalesce(bool_and(b.typsend <> 0 AND b.typreceive <> 0 AND (b.oid < 16384 OR b.typtype = 'e')
+				AND (e.oid IS NULL OR (e.typsend <> 0 AND e.typreceive <> 0))) FILTER (WHERE a.attname IS NOT NULL), true)
 		FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		LEFT JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+		LEFT JOIN pg_type e ON e.oid = b.typelem
 		WHERE c.relkind = 'r' AND c.relpersistence <> 't'
 			AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
 			AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
@@ -77,13 +94,31 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]copyTable, error) {
 	}
 	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (copyTable, error) {
 		var t copyTable
-		err := r.Scan(&t.schema, &t.name, &t.size, &t.columns)
+		err := r.Scan(&t.schema, &t.name, &t.size, &t.pages, &t.columns, &t.binaryTypes)
 		return t, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list the source's tables: %w", err)
 	}
 	return tables, nil
+}
+
+// lockTables takes ACCESS SHARE locks on tables, as pg_dump does on what it
+// dumps: no rewrite (VACUUM FULL, CLUSTER, ALTER TABLE) can then move rows
+// between the ranges of a split table while they are read. conn must be
+// inside the snapshot, and keep the transaction open until the copy ends.
+func lockTables(ctx context.Context, conn *pgx.Conn, tables []*copyTable) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.ident()
+	}
+	if _, err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE"); err != nil {
+		return fmt.Errorf("lock the tables copied in ranges: %w", err)
+	}
+	return nil
 }
 
 // copyTracker counts the bytes copied, for progress. Each worker counts the
@@ -128,47 +163,35 @@ func (t *copyTracker) copied() int64 {
 	return min(n, t.total)
 }
 
-// countingWriter counts the bytes that pass through it.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // copyOrigin is the replication origin worker i of the joining node's
 // initial copy commits under.
 func copyOrigin(group string, i int) string {
 	return "pgactive_" + stream.Token(group) + "_copy_" + strconv.Itoa(i)
 }
 
-// copyData copies tables from the snapshot into the joining database with
-// workers parallel workers.
-func (j *joiner) copyData(ctx context.Context, snap *snapshot, tables []copyTable, tr *copyTracker) error {
-	work := make(chan *copyTable)
+// copyData copies the chunks from the snapshot into the joining database
+// with up to j.cfg.Workers workers, each a connection to either side.
+func (j *joiner) copyData(ctx context.Context, snap *snapshot, chunks []copyChunk, tr *copyTracker) error {
+	work := make(chan *copyChunk)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		for i := range tables {
+		for i := range chunks {
 			select {
-			case work <- &tables[i]:
+			case work <- &chunks[i]:
 			case <-gctx.Done():
 				return nil
 			}
 		}
 		return nil
 	})
-	for i := range min(j.cfg.Workers, max(len(tables), 1)) {
+	for i := range min(j.cfg.Workers, max(len(chunks), 1)) {
 		g.Go(func() error { return j.copyWorker(gctx, i, snap, work, tr) })
 	}
 	return g.Wait()
 }
 
-func (j *joiner) copyWorker(ctx context.Context, i int, snap *snapshot, work <-chan *copyTable, tr *copyTracker) error {
+func (j *joiner) copyWorker(ctx context.Context, i int, snap *snapshot, work <-chan *copyChunk, tr *copyTracker) error {
 	src, err := joinConnect(ctx, j.cfg.SourceDSN, j.cfg.SourceNode)
 	if err != nil {
 		return err
@@ -182,6 +205,13 @@ func (j *joiner) copyWorker(ctx context.Context, i int, snap *snapshot, work <-c
 		return err
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
+	// The chunks need not wait for their WAL to be flushed: a crash that
+	// loses a chunk's commit loses all the joining database did after it
+	// too, and the join's later commits (the post-data restore, the
+	// node's status) are synchronous.
+	if _, err := dst.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+		return fmt.Errorf("node %q: set synchronous_commit: %w", j.cfg.Node, err)
+	}
 	origin := copyOrigin(j.cfg.Group, i)
 	if _, err := dst.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, origin); err != nil {
 		return fmt.Errorf("create replication origin %q: %w", origin, err)
@@ -189,23 +219,25 @@ func (j *joiner) copyWorker(ctx context.Context, i int, snap *snapshot, work <-c
 	if _, err := dst.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, origin); err != nil {
 		return fmt.Errorf("set up replication origin session %q: %w", origin, err)
 	}
-	for t := range work {
-		tr.start(i, t.size)
-		if err := copyOne(ctx, src, dst, t, snap.consistent, &tr.workers[i].streamed); err != nil {
-			return fmt.Errorf("copy table %s: %w", t.ident(), err)
+	for c := range work {
+		tr.start(i, c.size)
+		if err := copyOne(ctx, src, dst, c, snap.consistent, &tr.workers[i].streamed); err != nil {
+			return fmt.Errorf("copy table %s%s: %w", c.table.ident(), c.rangeNote(), err)
 		}
-		tr.finish(i, t.size)
-		j.log.Debug("table copied", "table", t.schema+"."+t.name)
+		tr.finish(i, c.size)
+		j.log.Debug("table copied", "table", c.String(), "binary", c.table.binary)
 	}
-	_, err = src.Exec(ctx, "COMMIT")
-	return err
+	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("end snapshot transaction: %w", err)
+	}
+	return nil
 }
 
-// copyOne streams one table from the source's COPY TO into the joining
+// copyOne streams a chunk from the source's COPY TO into the joining
 // database's COPY FROM, in one local transaction under the worker's origin
 // session: capture drops it as applied from elsewhere, and its rows carry
 // copyCommitTime.
-func copyOne(ctx context.Context, src, dst *pgx.Conn, t *copyTable, lsn pglogrepl.LSN, streamed *atomic.Int64) error {
+func copyOne(ctx context.Context, src, dst *pgx.Conn, c *copyChunk, lsn pglogrepl.LSN, streamed *atomic.Int64) error {
 	if _, err := dst.Exec(ctx, "BEGIN"); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -214,17 +246,15 @@ func copyOne(ctx context.Context, src, dst *pgx.Conn, t *copyTable, lsn pglogrep
 		_, _ = dst.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("set origin position: %w", err)
 	}
-	pr, pw := io.Pipe()
-	sent := make(chan error, 1)
-	go func() {
-		_, err := src.PgConn().CopyTo(ctx, countingWriter{w: pw, n: streamed}, "COPY "+t.ident()+t.columnList()+" TO STDOUT")
-		pw.CloseWithError(err) // nil: the reader sees EOF
-		sent <- err
-	}()
-	_, err = dst.PgConn().CopyFrom(ctx, pr, "COPY "+t.ident()+t.columnList()+" FROM STDIN")
-	pr.CloseWithError(io.ErrClosedPipe) // stops the sender if the receiver failed
-	if serr := <-sent; serr != nil {
-		err = fmt.Errorf("read from the source: %w", serr)
+	out, err := startCopyOut(ctx, src.PgConn(), c.copyOutSQL(), streamed)
+	if err != nil {
+		_, _ = dst.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return err
+	}
+	_, err = dst.PgConn().CopyFrom(ctx, out, c.copyInSQL())
+	out.close()
+	if serr := out.sourceError(); serr != nil {
+		err = serr // the joining database only saw the copy fail
 	}
 	if err != nil {
 		_, _ = dst.Exec(context.WithoutCancel(ctx), "ROLLBACK")

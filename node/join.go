@@ -50,8 +50,15 @@ type JoinConfig struct {
 	// PGBinDir holds pg_dump and pg_restore (default: $PG_BINDIR,
 	// /usr/lib/postgresql/15/bin, then PATH).
 	PGBinDir string
-	// Workers is the number of tables copied at once (default 2).
+	// Workers is the number of connections to each database that copy data
+	// at once, and of indexes built at once after the copy (default: one
+	// more than the CPUs of this machine, at most 8).
 	Workers int
+	// ChunkSize is the size of the ranges of heap pages that tables of at
+	// least one and a half times this size are split into, so that several
+	// workers copy them (default: the data cut into 4 chunks per worker, at
+	// least 64 MiB). Splitting needs PostgreSQL 14 or later on the source.
+	ChunkSize int64
 	// Progress, if set, is called on every phase change and at least every
 	// second while data is copied, from one goroutine at a time.
 	Progress func(JoinProgress)
@@ -73,6 +80,8 @@ func (c *JoinConfig) Validate() error {
 		return fmt.Errorf("join: the layout is for group %q, not %q", c.Layout.Group, c.Group)
 	case c.Workers < 0:
 		return fmt.Errorf("join: %d workers", c.Workers)
+	case c.ChunkSize < 0:
+		return fmt.Errorf("join: chunk size %d", c.ChunkSize)
 	}
 	return nil
 }
@@ -112,8 +121,9 @@ func (p JoinProgress) Percent() float64 {
 //     shared, it exports a snapshot from a temporary slot and reads how far
 //     the source has applied every other member;
 //  4. it restores the source's schema (without pgactive's own objects) and
-//     copies every table inside the snapshot, then builds indexes,
-//     constraints and triggers;
+//     copies every table inside the snapshot, large tables in ranges of
+//     pages, with several connections to either side, then builds indexes,
+//     constraints and triggers, several at once;
 //  5. it sets the joining database's replication origins to where the
 //     snapshot stands: the consistent point for the source's own changes,
 //     the positions read in 3 for the others.
@@ -137,7 +147,7 @@ func Join(ctx context.Context, cfg JoinConfig) error {
 		return err
 	}
 	if cfg.Workers == 0 {
-		cfg.Workers = 2
+		cfg.Workers = defaultCopyWorkers()
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -224,15 +234,15 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 		return err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	tables, servers, err := inventory(ctx, src, snap)
+	inv, err := j.inventory(ctx, src, local, snap)
 	if err != nil {
 		return err
 	}
-	tr := newCopyTracker(tables, j.cfg.Workers)
+	tr := newCopyTracker(inv.tables, j.cfg.Workers)
 	j.setTotal(tr.total)
 
 	j.report(PhaseSchema)
-	schema, err := j.restorePreData(ctx, binDir, snap, servers)
+	schema, err := j.restorePreData(ctx, binDir, snap, inv.servers)
 	if err != nil {
 		return err
 	}
@@ -240,16 +250,27 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 
 	j.report(PhaseCopy)
 	started := time.Now()
-	if err := j.copyWithProgress(ctx, snap, tables, tr); err != nil {
+	chunks := planChunks(inv.tables, chunkPages(j.cfg.ChunkSize, inv.tables, j.cfg.Workers), inv.tidRange)
+	split := splitTables(chunks)
+	if err := lockTables(ctx, src, split); err != nil {
 		return err
 	}
-	j.log.Info("data copied", "tables", len(tables), "bytes", tr.total, "elapsed", time.Since(started).Round(time.Millisecond))
+	if err := j.copyWithProgress(ctx, snap, chunks, tr); err != nil {
+		return err
+	}
+	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("end snapshot transaction: %w", err)
+	}
+	j.log.Info("data copied", "tables", len(inv.tables), "chunks", len(chunks), "split", len(split),
+		"binary", inv.binary, "bytes", tr.total, "elapsed", time.Since(started).Round(time.Millisecond))
 	snap.close(ctx) // the snapshot is no longer needed: let the source go on
 
 	j.report(PhasePostData)
-	if err := restoreSection(ctx, schema.dst, schema.dump, schema.list, "post-data"); err != nil {
+	started = time.Now()
+	if err := restorePostData(ctx, schema.dst, schema.dump, schema.list, j.cfg.Workers); err != nil {
 		return err
 	}
+	j.log.Info("post-data restored", "elapsed", time.Since(started).Round(time.Millisecond))
 	if err := j.copySequences(ctx, src, local); err != nil {
 		return err
 	}
@@ -269,24 +290,55 @@ func (j *joiner) restore(ctx context.Context, local *pgx.Conn, binDir string, sn
 	return nil
 }
 
+// sourceInventory is what the copy needs to know about the source.
+type sourceInventory struct {
+	tables  []copyTable
+	servers []string // of pgactive_fdw
+	// tidRange is set when the source scans ctid ranges (PostgreSQL 14+).
+	tidRange bool
+	// binary is set when both servers run the same major version: the
+	// tables whose column types allow it are then copied in binary format.
+	binary bool
+}
+
 // inventory lists, inside the snapshot, the tables to copy and the servers
-// of pgactive_fdw.
-func inventory(ctx context.Context, src *pgx.Conn, snap *snapshot) ([]copyTable, []string, error) {
+// of pgactive_fdw, and compares the servers' versions. It leaves src inside
+// the snapshot's transaction, for lockTables.
+func (j *joiner) inventory(ctx context.Context, src, local *pgx.Conn, snap *snapshot) (*sourceInventory, error) {
+	srcVersion, err := serverVersion(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
+	}
+	localVersion, err := serverVersion(ctx, local)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w", j.cfg.Node, err)
+	}
 	if err := beginSnapshot(ctx, src, snap.name); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	tables, err := listTables(ctx, src)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	servers, err := pgactiveServers(ctx, src)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
-		return nil, nil, fmt.Errorf("end snapshot transaction: %w", err)
+	inv := &sourceInventory{tables: tables, servers: servers,
+		tidRange: srcVersion >= tidRangeVersion, binary: srcVersion/10000 == localVersion/10000}
+	for i := range inv.tables {
+		inv.tables[i].binary = inv.binary && inv.tables[i].binaryTypes
 	}
-	return tables, servers, nil
+	return inv, nil
+}
+
+// serverVersion is the server's server_version_num (150018 for 15.18).
+func serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var v int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read the server version: %w", err)
+	}
+	return v, nil
 }
 
 // schemaDump is the source's schema as of the snapshot, on local disk.
@@ -591,7 +643,7 @@ func (j *joiner) setOrigins(ctx context.Context, conn *pgx.Conn, snap *snapshot)
 }
 
 // copyWithProgress copies the data, reporting progress every second.
-func (j *joiner) copyWithProgress(ctx context.Context, snap *snapshot, tables []copyTable, tr *copyTracker) error {
+func (j *joiner) copyWithProgress(ctx context.Context, snap *snapshot, chunks []copyChunk, tr *copyTracker) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -606,7 +658,7 @@ func (j *joiner) copyWithProgress(ctx context.Context, snap *snapshot, tables []
 			}
 		}
 	})
-	err := j.copyData(ctx, snap, tables, tr)
+	err := j.copyData(ctx, snap, chunks, tr)
 	close(stop)
 	wg.Wait()
 	if err == nil {
