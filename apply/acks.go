@@ -1,24 +1,18 @@
 package apply
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 )
 
-const (
-	// ackEvery is how often committed transactions are acknowledged: apply
-	// commits asynchronously (synchronous_commit = off, as PostgreSQL's own
-	// apply worker does) and a message is acknowledged only once the local
-	// commit of its transaction is flushed. 200 ms is wal_writer_delay's
-	// default, so the WAL writer has usually flushed already.
-	ackEvery = 200 * time.Millisecond
-	// ackBacklog forces an acknowledgement round when this many delivered
-	// messages wait for one.
-	ackBacklog = 4096
-)
+// ackEvery is how often committed transactions are acknowledged: apply
+// commits asynchronously (synchronous_commit = off, as PostgreSQL's own
+// apply worker does) and a message is acknowledged only once the local
+// commit of its transaction is flushed (flushWatcher). 200 ms is
+// wal_writer_delay's default, so the WAL writer has usually flushed already.
+const ackEvery = 200 * time.Millisecond
 
 // heldMsg is a delivered message not yet acknowledged.
 type heldMsg struct {
@@ -35,6 +29,7 @@ func (s *session) hold(reply string, done bool) int {
 	s.held = append(s.held, heldMsg{reply: reply, done: done, need: s.progress})
 	if done {
 		s.toAck++
+		s.flush.wait(s.progress)
 	}
 	return len(s.held) - 1
 }
@@ -46,36 +41,17 @@ func (s *session) committed(last int, lsn pglogrepl.LSN) {
 		s.held[i].done, s.held[i].need = true, lsn
 		s.toAck++
 	}
-}
-
-// ackDue reports whether an acknowledgement round is due.
-func (s *session) ackDue() bool {
-	return s.toAck > 0 && (time.Since(s.lastAck) >= ackEvery || len(s.held) >= ackBacklog)
+	s.flush.wait(lsn)
 }
 
 // ackFlushed acknowledges, in one acknowledgement (the consumer acknowledges
 // all before it), the longest run of held messages whose transactions are
-// durably committed here. Asking for the origin's flushed progress flushes
-// the WAL up to the last commit, once for every transaction since the
-// previous round.
-func (s *session) ackFlushed(ctx context.Context) error {
-	s.lastAck = time.Now()
+// durably committed here, as far as the flush watcher knows.
+func (s *session) ackFlushed() error {
 	if s.toAck == 0 {
 		return nil
 	}
-	var text *string
-	if err := s.conn.QueryRow(ctx, "SELECT pg_replication_origin_progress($1, true)::text", s.originName).Scan(&text); err != nil {
-		return fmt.Errorf("read flushed progress of origin %q: %w", s.originName, err)
-	}
-	var flushed pglogrepl.LSN
-	if text != nil {
-		lsn, err := pglogrepl.ParseLSN(*text)
-		if err != nil {
-			return fmt.Errorf("flushed progress of origin %q: %w", s.originName, err)
-		}
-		flushed = lsn
-	}
-	s.w.status.Flushed.Store(uint64(flushed))
+	flushed := pglogrepl.LSN(s.flush.flushed.Load())
 	n := 0
 	for n < len(s.held) && s.held[n].done && s.held[n].need <= flushed {
 		n++
@@ -83,6 +59,7 @@ func (s *session) ackFlushed(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
+	s.w.status.Flushed.Store(uint64(flushed))
 	if err := s.w.nc.Publish(s.held[n-1].reply, ackAll); err != nil {
 		return fmt.Errorf("acknowledge: %w", err)
 	}

@@ -34,7 +34,7 @@ type session struct {
 	held     []heldMsg // delivered messages not yet acknowledged, in order
 	toAck    int       // how many held messages are done
 	lastWPI  time.Time
-	lastAck  time.Time
+	flush    *flushWatcher
 	pipe     pipeline
 
 	roident    uint32            // this worker's replication origin
@@ -61,8 +61,14 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			s.stop()
 			return nil
 		}
+		select {
+		case err := <-s.flush.errc:
+			s.release()
+			return err
+		default:
+		}
 		if s.w.cfg.Paused != nil && s.w.cfg.Paused() && !s.open {
-			if err := s.ackFlushed(ctx); err != nil {
+			if err := s.ackFlushed(); err != nil {
 				s.release()
 				return err
 			}
@@ -80,7 +86,7 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		msgs := batch.Messages()
 		for more := true; more; {
-			group, more, err = s.gather(ctx, msgs, group[:0])
+			group, more, err = s.gather(msgs, group[:0])
 			if err != nil {
 				s.abort(ctx, group, msgs)
 				return err
@@ -94,11 +100,9 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 			s.release()
 			return fmt.Errorf("fetch from %s: %w", stream.StreamName(s.w.cfg.Group, s.w.cfg.Origin), err)
 		}
-		if s.ackDue() {
-			if err := s.ackFlushed(ctx); err != nil {
-				s.release()
-				return err
-			}
+		if err := s.ackFlushed(); err != nil {
+			s.release()
+			return err
 		}
 		s.keepHeld()
 	}
@@ -107,28 +111,20 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 // gather waits for the next delivered message, acknowledging what is
 // flushed meanwhile, then takes every message already delivered, up to a
 // fetch batch. more is false once the fetch has ended.
-func (s *session) gather(ctx context.Context, msgs <-chan jetstream.Msg, group []jetstream.Msg) (_ []jetstream.Msg, more bool, _ error) {
+func (s *session) gather(msgs <-chan jetstream.Msg, group []jetstream.Msg) (_ []jetstream.Msg, more bool, _ error) {
 	for len(group) == 0 {
-		if s.toAck == 0 {
-			msg, ok := <-msgs
-			if !ok {
-				return group, false, nil
-			}
-			group = append(group, msg)
-			break
-		}
-		t := time.NewTimer(max(time.Until(s.lastAck.Add(ackEvery)), time.Millisecond))
 		select {
 		case msg, ok := <-msgs:
-			t.Stop()
 			if !ok {
 				return group, false, nil
 			}
 			group = append(group, msg)
-		case <-t.C:
-			if err := s.ackFlushed(ctx); err != nil {
+		case <-s.flush.moved:
+			if err := s.ackFlushed(); err != nil {
 				return group, true, err
 			}
+		case err := <-s.flush.errc:
+			return group, true, err
 		}
 	}
 	for len(group) < fetchBatch {
@@ -179,19 +175,14 @@ func (s *session) handleGroup(ctx context.Context, group []jetstream.Msg) (int, 
 		if err := s.applyMsg(ctx, txn, idx, false); err != nil {
 			return i + 1, err
 		}
-		if s.ackDue() {
-			if err := s.ackFlushed(ctx); err != nil {
-				return i + 1, err
-			}
+		if err := s.ackFlushed(); err != nil {
+			return i + 1, err
 		}
 	}
 	if err := s.flushPipeline(ctx); err != nil {
 		return len(group), err
 	}
-	if s.ackDue() {
-		return len(group), s.ackFlushed(ctx)
-	}
-	return len(group), nil
+	return len(group), s.ackFlushed()
 }
 
 // take checks one delivered message and holds it. It returns the
@@ -335,7 +326,10 @@ func (s *session) stop() {
 	if s.open {
 		_ = s.rollback(ctx)
 	}
-	_ = s.ackFlushed(ctx)
+	if lsn, err := flushedProgress(ctx, s.conn, s.originName); err == nil && uint64(lsn) > s.flush.flushed.Load() {
+		s.flush.flushed.Store(uint64(lsn))
+	}
+	_ = s.ackFlushed()
 	s.release()
 }
 

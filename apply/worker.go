@@ -275,11 +275,25 @@ func (w *Worker) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The flush watcher reads the origin's flushed progress on a
+	// connection of its own, so apply never waits for a WAL flush.
+	fconn, err := w.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer fconn.Close(context.WithoutCancel(ctx))
+	flush := newFlushWatcher(fconn, origin, progress)
+	fctx, stopFlush := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { flush.run(fctx) })
+	defer watching.Wait()
+	defer stopFlush()
+
 	w.status.Applied.Store(uint64(progress))
 	w.status.Flushed.Store(uint64(progress))
 	w.status.Running.Store(true)
 	w.log.Info("apply started", "lsn", progress)
-	s := &session{w: w, conn: conn, originName: origin, progress: progress, tables: map[string]*table{}, lastAck: time.Now()}
+	s := &session{w: w, conn: conn, originName: origin, progress: progress, tables: map[string]*table{}, flush: flush}
 	if err := s.loadOrigins(ctx); err != nil {
 		return err
 	}
