@@ -216,7 +216,8 @@ func threeRun(ctx context.Context, e *env, sys system) (threeResult, error) {
 	if len(r.lat) == 0 {
 		return r, errNoSamples
 	}
-	e.sayf("three: %s: p50 %s, p99 %s over %d samples", sys, percentile(r.lat, 50), percentile(r.lat, 99), len(r.lat))
+	e.sayf("three: %s: p50 %s, p99 %s over %d samples, %d (row, target) pairs committed and never seen",
+		sys, percentile(r.lat, 50), percentile(r.lat, 99), len(r.lat), r.missing)
 	if r.applied, r.written, err = s.throughput(ctx, e); err != nil {
 		return r, fmt.Errorf("throughput: %w", err)
 	}
