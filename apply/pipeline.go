@@ -74,6 +74,7 @@ func (s *session) flushPipeline(ctx context.Context) error {
 	for len(rest) > 0 {
 		applied, err := s.sendPipeline(ctx, rest)
 		for _, q := range rest[:applied] {
+			s.w.status.countChanges(q.txn.Changes)
 			s.done(q.txn, q.held)
 		}
 		rest = rest[applied:]

@@ -95,6 +95,7 @@ func (s *session) run(ctx context.Context, cons jetstream.Consumer) error {
 				s.abort(ctx, group[n:], msgs)
 				return err
 			}
+			clear(group) // let the messages' bodies go before the next group
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrBatchCompleted) {
 			s.release()

@@ -291,8 +291,13 @@ func TestConflictsInsidePipeline(t *testing.T) {
 		return byType["update_update"] == 3 && byType["update_delete"] == 1 && byType["insert_insert"] == 1,
 			fmt.Errorf("conflicts by type: %v", byType)
 	})
-	if got := p.agents[1].Appliers()["n1"].Status().Transactions.Load(); got < 301 {
+	st := p.agents[1].Appliers()["n1"].Status()
+	if got := st.Transactions.Load(); got < 301 {
 		t.Errorf("n2 applied %d transactions of n1, want at least 301", got)
+	}
+	// n1's 300 updates, those that lost to n2's included, are counted.
+	if got := st.Updates.Load(); got < 300 {
+		t.Errorf("n2 counted %d updates from n1, want at least 300", got)
 	}
 }
 
