@@ -89,21 +89,12 @@ func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream
 			continue
 		}
 		t := tables[c.Rel]
-		if c.Op == stream.OpInsert && len(t.keys) > 0 {
-			// The key's lock first (see keyLockSQL): a worker deciding
-			// about the same missing row must not act at the same time.
-			params := t.tombstoneParams(c.New)
-			if err := s.stmts.queue(ctx, pg, b, t.keyLock, params); err != nil {
+		if c.Op == stream.OpInsert && s.tombstones && len(t.keys) > 0 {
+			// An insert of a key deleted since is decided by the slow path.
+			if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, t.tombstoneParams(c.New)); err != nil {
 				return 0, err
 			}
 			n++
-			if s.tombstones {
-				// An insert of a key deleted since is decided by the slow path.
-				if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, params); err != nil {
-					return 0, err
-				}
-				n++
-			}
 		}
 		sql, params, err := rowStatement(c, t, false)
 		if err != nil {
