@@ -54,15 +54,7 @@ func (p *pipeline) reset() {
 // pipelined reports whether a message's transaction can go in the pipeline:
 // complete in one message and without DDL, which runs statement by statement.
 func pipelined(txn *stream.Txn) bool {
-	if txn.Chunk != 0 || !txn.Last {
-		return false
-	}
-	for i := range txn.Changes {
-		if txn.Changes[i].Op == stream.OpMessage {
-			return false
-		}
-	}
-	return true
+	return txn.Chunk == 0 && txn.Last && pipelinedChanges(txn)
 }
 
 // flushPipeline applies the queued transactions in order. A transaction

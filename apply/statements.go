@@ -47,16 +47,7 @@ const keyLockClass = "1885823331"
 // reads what it wrote. Different keys may share a lock (a 32-bit hash): they
 // only wait for each other.
 func keyLockSQL(keys int) string {
-	var b strings.Builder
-	b.WriteString("SELECT pg_advisory_xact_lock(" + keyLockClass + ", hashtext($1::text || '.' || $2::text || ':' || (ARRAY[")
-	for i := 0; i < keys; i++ {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("$" + strconv.Itoa(i+3) + "::text")
-	}
-	b.WriteString("]::text[])::text))")
-	return b.String()
+	return "SELECT pg_advisory_xact_lock(" + keyLockClass + ", hashtext($1::text || '.' || $2::text || ':' || " + keyTextSQL(keys) + "))"
 }
 
 // checkedOne wraps an UPDATE or DELETE so that it fails with division_by_zero
@@ -70,8 +61,14 @@ func checkedOne(sql string) string {
 // pgactive_record_tombstone writes them: the key is the text of an array of
 // the key columns' text values.
 func tombstoneWhere(keys int) string {
+	return "schema_name = $1 AND table_name = $2 AND key = " + keyTextSQL(keys)
+}
+
+// keyTextSQL renders the text form of a key as the tombstone trigger writes
+// it, from the key values in parameters $3, $4...
+func keyTextSQL(keys int) string {
 	var b strings.Builder
-	b.WriteString("schema_name = $1 AND table_name = $2 AND key = (ARRAY[")
+	b.WriteString("(ARRAY[")
 	for i := 0; i < keys; i++ {
 		if i > 0 {
 			b.WriteString(", ")

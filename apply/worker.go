@@ -250,14 +250,7 @@ func setupOrigin(ctx context.Context, conn *pgx.Conn, name string) (pglogrepl.LS
 	if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, name); err != nil {
 		return 0, fmt.Errorf("set up replication origin session %q: %w", name, err)
 	}
-	var lsn *string
-	if err := conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text`, name).Scan(&lsn); err != nil {
-		return 0, fmt.Errorf("read progress of origin %q: %w", name, err)
-	}
-	if lsn == nil {
-		return 0, nil
-	}
-	return pglogrepl.ParseLSN(*lsn)
+	return flushedProgress(ctx, conn, name)
 }
 
 func (w *Worker) session(ctx context.Context) error {
