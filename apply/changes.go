@@ -28,6 +28,7 @@ func (s *session) applyChanges(ctx context.Context, txn *stream.Txn, resolve boo
 	}
 	b := &pgconn.Batch{}
 	b.ExecParams("SAVEPOINT pgactive_chunk", nil, nil, nil, nil)
+	locks := s.locks.save()
 	n, err := s.queueChanges(ctx, b, txn, tables)
 	if err != nil {
 		return err
@@ -42,6 +43,7 @@ func (s *session) applyChanges(ctx context.Context, txn *stream.Txn, resolve boo
 	if _, err := s.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgactive_chunk"); err != nil {
 		return fmt.Errorf("roll back chunk: %w", err)
 	}
+	s.locks = locks // the locks taken since the savepoint are released
 	return s.slowPath(ctx, txn, tables)
 }
 
@@ -90,8 +92,18 @@ func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream
 		}
 		t := tables[c.Rel]
 		if c.Op == stream.OpInsert && s.tombstones && len(t.keys) > 0 {
-			// An insert of a key deleted since is decided by the slow path.
-			if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, t.tombstoneParams(c.New)); err != nil {
+			// The key's lock first (keylocks.go): no other origin's worker
+			// is deciding about it once granted. Then an insert of a key
+			// deleted since is decided by the slow path.
+			params := t.tombstoneParams(c.New)
+			locked, err := s.queueKeyLock(ctx, b, t, params)
+			if err != nil {
+				return 0, err
+			}
+			if locked {
+				n++
+			}
+			if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, params); err != nil {
 				return 0, err
 			}
 			n++

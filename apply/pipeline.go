@@ -174,6 +174,7 @@ func (s *session) execBatch(ctx context.Context, b *pgconn.Batch) (int, error) {
 // transaction has an xid, so it never delays the snapshot itself.
 func (s *session) queueBegin(ctx context.Context, b *pgconn.Batch, txn *stream.Txn) error {
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	s.locks.reset()
 	return s.stmts.queue(ctx, s.conn.PgConn(), b, originSetupSQL,
 		[][]byte{[]byte(txn.CommitLSN.String()), []byte(pgTimestamp(txn))})
 }

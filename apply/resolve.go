@@ -25,16 +25,6 @@ type localRow struct {
 	roident    *uint32
 }
 
-// lockKey takes the advisory lock of a key until the end of the transaction
-// (keyLockSQL), before the row is read: what another worker decided about
-// the same key is committed, and visible, when the lock is granted.
-func (s *session) lockKey(ctx context.Context, t *table, key stream.Tuple) error {
-	if _, err := s.conn.PgConn().ExecParams(ctx, t.keyLock, t.tombstoneParams(key), nil, nil, nil).Close(); err != nil {
-		return fmt.Errorf("lock a key of %s: %w", t.name, err)
-	}
-	return nil
-}
-
 // readLocal locks and reads the local row with the change's key.
 func (s *session) readLocal(ctx context.Context, t *table, key stream.Tuple) (localRow, error) {
 	sql := "SELECT x.xmin::text, row_to_json(x)::text, c.timestamp, c.roident FROM " + t.name +

@@ -29,6 +29,7 @@ type session struct {
 	progress   pglogrepl.LSN // origin position applied (committed, maybe not yet flushed)
 	tables     map[string]*table
 	stmts      preparedStmts
+	locks      txnLocks // advisory locks the open local transaction holds
 
 	expected uint64    // next stream sequence to apply
 	held     []heldMsg // delivered messages not yet acknowledged, in order

@@ -30,24 +30,8 @@ type table struct {
 	tombstone string
 	// tombstoneProbe fails (division by zero) when the key has a tombstone.
 	tombstoneProbe string
-	// keyLock takes the key's lock (keyLockSQL), with the tombstone
-	// condition's parameters.
-	keyLock string
-}
-
-// keyLockClass is the first half of the advisory lock every apply worker
-// takes on a key before deciding about a row that may not exist ("pgac").
-const keyLockClass = "1885823331"
-
-// keyLockSQL returns the statement that takes, until the end of the
-// transaction, the advisory lock of a key: schema $1, table $2, key values
-// $3... Apply workers of different origins deciding about the same missing
-// row (one inserting it, another deleting it, say) would each see no row and
-// both act; with the lock the second waits for the first to commit, then
-// reads what it wrote. Different keys may share a lock (a 32-bit hash): they
-// only wait for each other.
-func keyLockSQL(keys int) string {
-	return "SELECT pg_advisory_xact_lock(" + keyLockClass + ", hashtext($1::text || '.' || $2::text || ':' || " + keyTextSQL(keys) + "))"
+	// locks are the key and table lock statements (keylocks.go).
+	locks tableLocks
 }
 
 // checkedOne wraps an UPDATE or DELETE so that it fails with division_by_zero
@@ -109,7 +93,7 @@ func newTable(rel stream.Relation, roident uint32) *table {
 	t.sameOrigin = " AND (SELECT o.roident FROM pg_xact_commit_timestamp_origin(xmin) o) = " + strconv.FormatUint(uint64(roident), 10)
 	t.tombstone = tombstoneWhere(len(t.keys))
 	t.tombstoneProbe = "SELECT 1 / (count(*) = 0)::int FROM pgactive.pgactive_tombstones WHERE " + t.tombstone
-	t.keyLock = keyLockSQL(len(t.keys))
+	t.locks = newTableLocks(len(t.keys))
 	t.deleteAny = "DELETE FROM " + t.name + " WHERE " + t.where(1)
 	t.delete = checkedOne(t.deleteAny + t.sameOrigin)
 	return t
