@@ -71,7 +71,7 @@ func TestClusterNATSServerKilledUnderLoad(t *testing.T) {
 	for i := range pgs {
 		pgs[i] = StartPostgres(t)
 		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", loadSchema)
+		pgs[i].Exec(t, "app", auditedLoadSchema)
 		conns[i] = pgs[i].Connect(t, "app")
 	}
 	for i := range pgs {
@@ -102,7 +102,7 @@ func TestClusterNATSServerKilledUnderLoad(t *testing.T) {
 	}
 	stopLoads(loads)
 	stopped := time.Now()
-	checkLoads(t, conns, loads)
+	checkLoads(t, conns, loads, true)
 	t.Logf("nodes identical %v after the loads stopped", time.Since(stopped).Round(time.Millisecond))
 	for _, s := range streams {
 		waitReplicasCurrent(t, s, 3)

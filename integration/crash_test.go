@@ -12,13 +12,32 @@ import (
 
 const loadSchema = `CREATE TABLE items (id bigint PRIMARY KEY, val text, n int NOT NULL DEFAULT 0)`
 
+// auditedLoadSchema is loadSchema plus an audit of what apply writes: every
+// row version applied from another node is recorded once in audit.applied
+// (rows written inside a replication-origin session, which the capture of
+// this node does not publish). A load writes each version (id, n, val)
+// once, so a version recorded twice was applied twice.
+const auditedLoadSchema = loadSchema + `;
+CREATE SCHEMA audit;
+CREATE TABLE audit.applied (id bigint NOT NULL, n int NOT NULL, val text);
+CREATE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF pg_replication_origin_session_is_setup() THEN
+		INSERT INTO audit.applied VALUES (NEW.id, NEW.n, NEW.val);
+	END IF;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER record AFTER INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION audit.record();
+ALTER TABLE items ENABLE ALWAYS TRIGGER record`
+
 // convergeTimeout leaves room for messages held by a dead session to come
 // back (the consumer's AckWait) and for backoff.
 const convergeTimeout = 3 * time.Minute
 
 // checkLoads waits for all nodes to hold the same rows and checks that every
-// row a load committed is there, and nothing more than it may have written.
-func checkLoads(t *testing.T, conns []*pgx.Conn, loads []*Load) {
+// row a load committed is there, and nothing more than it may have written;
+// and, on nodes set up with auditedLoadSchema, that nothing was applied twice.
+func checkLoads(t *testing.T, conns []*pgx.Conn, loads []*Load, audited bool) {
 	t.Helper()
 	WaitSameRows(t, convergeTimeout, "items", conns...)
 	var least, most int64
@@ -32,6 +51,28 @@ func checkLoads(t *testing.T, conns []*pgx.Conn, loads []*Load) {
 		t.Fatalf("rows on every node: got %d, want between %d and %d (committed by the loads)", got, least, most)
 	}
 	t.Logf("%d rows on each of %d nodes (loads committed %d, %d uncertain)", got, len(conns), least, most-least)
+	if audited {
+		checkAppliedOnce(t, conns)
+	}
+}
+
+// checkAppliedOnce checks, on nodes set up with auditedLoadSchema, that no
+// row version was applied twice, and that the audit saw what apply wrote.
+func checkAppliedOnce(t *testing.T, conns []*pgx.Conn) {
+	t.Helper()
+	for i, c := range conns {
+		if count(t, c, `SELECT count(*) FROM pg_class WHERE oid = to_regclass('audit.applied')`) == 0 {
+			t.Fatalf("node%d: no audit.applied table: set the nodes up with auditedLoadSchema", i+1)
+		}
+		remote := count(t, c, `SELECT count(*) FROM items i WHERE (SELECT roident FROM pg_xact_commit_timestamp_origin(i.xmin)) <> 0`)
+		applied := count(t, c, `SELECT count(*) FROM audit.applied`)
+		if remote == 0 || applied < remote {
+			t.Fatalf("node%d: %d row versions audited as applied, but %d rows were last written by apply", i+1, applied, remote)
+		}
+		if dup := count(t, c, `SELECT count(*) FROM (SELECT 1 FROM audit.applied GROUP BY id, n, val HAVING count(*) > 1) d`); dup != 0 {
+			t.Fatalf("node%d: %d row versions applied more than once", i+1, dup)
+		}
+	}
 }
 
 func startLoads(t *testing.T, pgs []*Postgres, workers int) []*Load {
@@ -49,13 +90,13 @@ func stopLoads(loads []*Load) {
 }
 
 func TestThreeNodesConcurrentLoad(t *testing.T) {
-	_, pgs, _, conns := startNodes(t, 3, loadSchema)
+	_, pgs, _, conns := startNodes(t, 3, auditedLoadSchema)
 	loads := startLoads(t, pgs, 3)
 	for _, l := range loads {
 		l.WaitCommitted(t, 1500)
 	}
 	stopLoads(loads)
-	checkLoads(t, conns, loads)
+	checkLoads(t, conns, loads, true)
 	for i, l := range loads {
 		lo, hi := l.Bounds()
 		if lo != hi {
@@ -78,7 +119,7 @@ func processNodes(t *testing.T, n int) (*NATS, []*Postgres, []*AgentProcess, []*
 	for i := range pgs {
 		pgs[i] = StartPostgres(t)
 		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", loadSchema)
+		pgs[i].Exec(t, "app", auditedLoadSchema)
 		conns[i] = pgs[i].Connect(t, "app")
 	}
 	for i := range pgs {
@@ -108,7 +149,7 @@ func TestCrashAgentKilled(t *testing.T) {
 		loads[round%2].WaitCommitted(t, 300)
 	}
 	stopLoads(loads)
-	checkLoads(t, conns, loads)
+	checkLoads(t, conns, loads, true)
 }
 
 func TestCrashNATSRestarted(t *testing.T) {
@@ -121,7 +162,7 @@ func TestCrashNATSRestarted(t *testing.T) {
 	ns.Restart(t)
 	loads[0].WaitCommitted(t, 500)
 	stopLoads(loads)
-	checkLoads(t, conns, loads)
+	checkLoads(t, conns, loads, true)
 }
 
 func TestCrashPostgresImmediateStop(t *testing.T) {
@@ -134,5 +175,5 @@ func TestCrashPostgresImmediateStop(t *testing.T) {
 	loads[1].WaitCommitted(t, 500)
 	stopLoads(loads)
 	conns[1] = pgs[1].Connect(t, "app")
-	checkLoads(t, conns, loads)
+	checkLoads(t, conns, loads, true)
 }
