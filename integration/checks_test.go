@@ -29,6 +29,9 @@ func TestStartupChecks(t *testing.T) {
 	ns := StartNATS(t)
 	replica := StartPostgres(t, WithSetting("wal_level", "replica"))
 	noTS := StartPostgres(t, WithSetting("track_commit_timestamp", "off"))
+	slotsTaken := StartPostgres(t, WithSetting("max_replication_slots", "1"))
+	slotsTaken.Exec(t, "postgres", "SELECT pg_create_physical_replication_slot('standby1')")
+	noSenders := StartPostgres(t, WithSetting("max_wal_senders", "0"))
 	good := StartPostgres(t)
 	good.CreateDatabase(t, "app")
 	wrongPassword := strings.Replace(good.DSN("app"), "password="+good.Password, "password=not-the-password", 1)
@@ -44,6 +47,8 @@ func TestStartupChecks(t *testing.T) {
 	}{
 		{"wal_level", replica.DSN("postgres"), "set wal_level = logical in postgresql.conf and restart PostgreSQL", node.ErrNotReady},
 		{"track_commit_timestamp", noTS.DSN("postgres"), "set track_commit_timestamp = on", node.ErrNotReady},
+		{"replication slots in use", slotsTaken.DSN("postgres"), "max_replication_slots = 1 with 1 in use by others: raise max_replication_slots", node.ErrNotReady},
+		{"no WAL senders", noSenders.DSN("postgres"), "max_wal_senders = 0 with 0 in use: raise max_wal_senders", node.ErrNotReady},
 		{"wrong password", wrongPassword, "check the password in the user mapping or DSN", nil},
 		{"missing database", good.DSN("nope"), `database "nope" does not exist`, nil},
 		{"unreachable", unreachable, "is PostgreSQL running and are host and port right?", nil},
@@ -60,7 +65,7 @@ func TestStartupChecks(t *testing.T) {
 			if tt.sentinel != nil && !errors.Is(err, tt.sentinel) {
 				t.Fatalf("got error %v, want errors.Is %v", err, tt.sentinel)
 			}
-			for _, secret := range []string{good.Password, replica.Password, noTS.Password, "not-the-password", plainPassword} {
+			for _, secret := range []string{good.Password, replica.Password, noTS.Password, slotsTaken.Password, noSenders.Password, "not-the-password", plainPassword} {
 				if strings.Contains(err.Error(), secret) {
 					t.Fatalf("error reveals a password: %v", err)
 				}

@@ -80,8 +80,10 @@ func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 	node = label(node, conn.Config().Database)
 	var walLevel, commitTS string
 	var maxSlots, usedSlots, maxSenders, usedSenders int
+	// Slots in use exclude this database's own, which the agent reuses.
 	err := conn.QueryRow(ctx, `SELECT current_setting('wal_level'), current_setting('track_commit_timestamp'),
-		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+		current_setting('max_replication_slots')::int,
+		(SELECT count(*) FROM pg_replication_slots WHERE NOT (database = current_database() AND slot_name LIKE 'pgactive\_%'))::int,
 		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int`).Scan(
 		&walLevel, &commitTS, &maxSlots, &usedSlots, &maxSenders, &usedSenders)
 	if err != nil {
@@ -92,8 +94,8 @@ func Check(ctx context.Context, conn *pgx.Conn, node string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: %s has wal_level = %s: set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrNotReady, node, walLevel)
 	case commitTS != "on":
 		return Identity{}, fmt.Errorf("%w: %s has track_commit_timestamp = %s: set track_commit_timestamp = on in postgresql.conf and restart PostgreSQL (conflict resolution needs commit times)", ErrNotReady, node, commitTS)
-	case maxSlots < 1:
-		return Identity{}, fmt.Errorf("%w: %s has max_replication_slots = %d with %d in use: raise max_replication_slots and restart PostgreSQL", ErrNotReady, node, maxSlots, usedSlots)
+	case maxSlots <= usedSlots:
+		return Identity{}, fmt.Errorf("%w: %s has max_replication_slots = %d with %d in use by others: raise max_replication_slots (one per member database, one more while a node joins from it) and restart PostgreSQL", ErrNotReady, node, maxSlots, usedSlots)
 	case maxSenders <= usedSenders:
 		return Identity{}, fmt.Errorf("%w: %s has max_wal_senders = %d with %d in use: raise max_wal_senders and restart PostgreSQL", ErrNotReady, node, maxSenders, usedSenders)
 	}
