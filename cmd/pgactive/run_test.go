@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// TestRunServesHTTP runs `pgactive run` as a user starts it (embedded NATS,
+// --create-schema, --http) against a real PostgreSQL, creates a group with
+// the quick start's SQL, and reads /healthz, /readyz, /lag and /metrics
+// from the address given.
+func TestRunServesHTTP(t *testing.T) {
+	binDir, err := pgBinDir()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and %v", err)
+		}
+		t.Skipf("%v (set CI=true to make this a failure)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pg, err := startLocalCluster(ctx, "run1", binDir, randomPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.stop()
+	admin, err := pg.connect(ctx, "postgres", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE app"); err != nil {
+		t.Fatal(err)
+	}
+	natsPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
+
+	runCtx, stop := context.WithCancel(ctx)
+	var logged bytes.Buffer
+	out := &syncWriter{w: &logged}
+	done := make(chan error, 1)
+	go func() {
+		done <- runAgents(runCtx, []string{"--dsn", pg.dsn("app"), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+			"--data-dir", t.TempDir(), "--http", httpAddr, "--create-schema"}, io.Discard, out)
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("pgactive run: %v", err)
+		}
+	}()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, time.Minute, "/healthz answers 200", func() bool { code, _ := get("/healthz"); return code == http.StatusOK })
+
+	conn, err := pg.connect(ctx, "app", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	waitFor(t, time.Minute, "the agent attached", func() bool {
+		var ok bool
+		return conn.QueryRow(ctx, "SELECT pgactive.pgactive_is_agent_attached()").Scan(&ok) == nil && ok
+	})
+	for _, sql := range []string{
+		"CREATE SERVER pgactive_server_endpoint1 FOREIGN DATA WRAPPER pgactive_fdw OPTIONS (host '127.0.0.1', port '" + fmt.Sprint(pg.port) + "', dbname 'app')",
+		"CREATE USER MAPPING FOR postgres SERVER pgactive_server_endpoint1 OPTIONS (user 'postgres', password '" + pg.password + "')",
+		"SELECT pgactive.pgactive_create_group(node_name := 'endpoint1-app', node_dsn := 'user_mapping=postgres pgactive_foreign_server=pgactive_server_endpoint1')",
+		"SELECT pgactive.pgactive_wait_for_node_ready()",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", strings.SplitN(sql, " OPTIONS", 2)[0], err)
+		}
+	}
+
+	waitFor(t, time.Minute, "/readyz answers 200", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
+	code, body := get("/lag")
+	var rows []map[string]any
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &rows) != nil {
+		t.Fatalf("/lag: %d %q, want 200 and a JSON array", code, body)
+	}
+	code, body = get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %q", code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	if _, ok := families["pgactive_capture_transactions_total"]; !ok {
+		names := make([]string, 0, len(families))
+		for n := range families {
+			names = append(names, n)
+		}
+		t.Fatalf("/metrics lacks the capture counters; has %v", names)
+	}
+	if strings.Contains(logged.String(), pg.password) {
+		t.Fatal("the agent's log shows the PostgreSQL password")
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// syncWriter serialises writes of the agents' goroutines to one buffer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
