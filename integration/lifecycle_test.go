@@ -129,11 +129,19 @@ func TestLifecycleJoinErrors(t *testing.T) {
 	mustExec(t, conns[0], `INSERT INTO items VALUES (1, 'x')`)
 	WaitSameRows(t, time.Minute, "items", conns...)
 
-	// Joining again, or reusing a node name, is refused at once.
+	// Joining again, or reusing a node name, is refused at once, and
+	// changes nothing: the same members and states, and replication goes on.
+	const members = "SELECT string_agg(node_name || ':' || node_status::text, ',' ORDER BY node_name) FROM pgactive.pgactive_nodes;"
+	before := [2]string{strings.TrimSpace(nodes[0].Psql(t, "app", members)), strings.TrimSpace(nodes[1].Psql(t, "app", members))}
 	_, stderr, err = nodes[1].RunPsql("app", joinSQL(2, 1))
 	if err == nil || !strings.Contains(stderr, "already a member of a pgactive group") {
 		t.Fatalf("joining an already joined database: err=%v, psql printed %s", err, stderr)
 	}
+	for i := range before {
+		wantOutput(t, fmt.Sprintf("node%d's members after the refused join", i+1), nodes[i].Psql(t, "app", members), before[i])
+	}
+	mustExec(t, conns[1], `INSERT INTO items VALUES (2, 'after the refused join')`)
+	WaitSameRows(t, time.Minute, "items", conns...)
 }
 
 // TestReplicateDDL: pgactive_replicate_ddl_command runs the command on every
