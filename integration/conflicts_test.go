@@ -215,6 +215,27 @@ func TestConflictSettings(t *testing.T) {
 	}
 }
 
+// TestConflictHistoryRetention: pgactive.conflict_history_retention, set
+// with ALTER DATABASE, bounds how long history rows are kept; the agent
+// deletes older ones. A node with the default (30 days) keeps its row.
+func TestConflictHistoryRetention(t *testing.T) {
+	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{})
+	conns := p.conns
+	p.apart(t, "items", [2]string{`INSERT INTO items VALUES (1, 'first', 1)`, `INSERT INTO items VALUES (1, 'second', 2)`})
+	for _, c := range conns {
+		WaitFor(t, 30*time.Second, "insert_insert recorded", func() (bool, error) {
+			return len(conflictRows(t, c)) == 1, nil
+		})
+	}
+	mustExec(t, conns[0], `ALTER DATABASE app SET pgactive.conflict_history_retention = '1 second'`)
+	WaitFor(t, time.Minute, "n1's history row deleted after its retention", func() (bool, error) {
+		return len(conflictRows(t, conns[0])) == 0, nil
+	})
+	if rows := conflictRows(t, conns[1]); len(rows) != 1 {
+		t.Fatalf("n2, default retention: %d history rows, want its 1", len(rows))
+	}
+}
+
 // TestConflictSecondaryUnique: two nodes insert different keys with the same
 // value of a secondary unique column while apart. The later row wins on both
 // nodes, the earlier is removed, and both nodes record the conflict: no row
