@@ -227,6 +227,9 @@ func (s *session) take(ctx context.Context, msg jetstream.Msg) (*stream.Txn, int
 		// Applied before: a re-delivery or a re-publish.
 		return nil, s.hold(msg.Reply(), !s.open), nil
 	}
+	if txn.Last {
+		s.w.status.Delivered.Observe(txn.Time(), time.Now())
+	}
 	if txn.Chunk == 0 {
 		if ahead, warn := conflicts.FutureCommit(txn.Time(), time.Now(), conflicts.DefaultSkewTolerance); warn {
 			s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",

@@ -92,9 +92,14 @@ type Status struct {
 	Deletes      atomic.Uint64
 	Errors       atomic.Uint64
 	Parked       atomic.Uint64
-	mu           sync.Mutex
-	lastErr      string
-	conflicts    map[string]uint64
+	// Delivered and Committed are how long transactions took from their
+	// commit on the origin to being delivered to this worker and to being
+	// committed here.
+	Delivered stream.Delays
+	Committed stream.Delays
+	mu        sync.Mutex
+	lastErr   string
+	conflicts map[string]uint64
 }
 
 // Conflicts returns the number of conflicts detected, by conflict type.
@@ -110,6 +115,7 @@ func (s *Status) Conflicts() map[string]uint64 {
 
 // committed records a transaction committed locally.
 func (s *Status) committed(txn *stream.Txn) {
+	s.Committed.Observe(txn.Time(), time.Now())
 	s.Applied.Store(uint64(txn.CommitLSN))
 	s.AppliedTime.Store(txn.CommitTime)
 	s.Transactions.Add(1)

@@ -15,6 +15,7 @@ type latencyResult struct {
 	lat      []time.Duration // sorted
 	missing  int
 	achieved float64 // transactions per second the origin ran
+	stages   string  // ours: where the delay arises, from the agents' histograms
 }
 
 func runLatency(ctx context.Context, e *env, rep *Report) error {
@@ -36,6 +37,9 @@ func runLatency(ctx context.Context, e *env, rep *Report) error {
 	rep.add(Figure{Scenario: scen, Metric: "origin rate achieved", Unit: "tx/s", Ours: o.achieved, Native: nv.achieved})
 	rep.notef("latency: %d load connections start single-row inserts at %.0f tx/s for %s (after %s of warm-up, not counted); latency = the moment a LISTEN connection on the target receives the NOTIFY that an ENABLE ALWAYS AFTER INSERT trigger sends from the applying transaction (delivered at its commit) minus the origin's commit timestamp of the row (pg_xact_commit_timestamp on the origin); same machine clock. Samples: pgactive-go %d, native %d.",
 		e.sizes.Clients, e.sizes.Rate, e.sizes.Duration, e.sizes.Warmup, len(o.lat), len(nv.lat))
+	if o.stages != "" {
+		rep.notef("latency: where pgactive-go's delay arises, from the agents' delay histograms (pgactive_capture_delay_seconds, pgactive_apply_delay_seconds; upper bounds of buckets, warm-up included): %s.", o.stages)
+	}
 	return nil
 }
 
@@ -79,6 +83,9 @@ func latencyRun(ctx context.Context, e *env, sys system) (latencyResult, error) 
 		return latencyResult{}, errNoSamples
 	}
 	r := latencyResult{sent: sent, elapsed: elapsed, lat: lat, missing: missing, achieved: float64(sent) / elapsed.Seconds()}
+	if sys == ours {
+		r.stages = p.group.delayStages()
+	}
 	e.sayf("latency: %s: %d rows at %.0f tx/s: p50 %s, p99 %s", sys, sent, r.achieved, percentile(lat, 50), percentile(lat, 99))
 	return r, nil
 }

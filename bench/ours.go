@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -175,4 +176,35 @@ func poll(ctx context.Context, timeout, interval time.Duration, what string, con
 		case <-time.After(interval):
 		}
 	}
+}
+
+// delayStages summarises the agents' delay histograms: for each origin's
+// capture and each apply worker, the p50 and p99 of the time from the
+// origin's commit to that stage.
+func (g *agentGroup) delayStages() string {
+	q := func(d *stream.Delays) string {
+		p50, ok50 := d.Quantile(0.5)
+		p99, ok99 := d.Quantile(0.99)
+		if !ok50 || !ok99 {
+			return "n/a"
+		}
+		return fmt.Sprintf("p50 ≤ %s, p99 ≤ %s", p50, p99)
+	}
+	var parts []string
+	for _, ag := range g.agents {
+		if c := ag.a.Capture(); c != nil && c.Status().Transactions.Load() > 0 {
+			parts = append(parts, fmt.Sprintf("committed on %s → captured: %s", ag.cfg.Node, q(&c.Status().Delay)))
+		}
+	}
+	for _, ag := range g.agents {
+		for origin, w := range ag.a.Appliers() {
+			st := w.Status()
+			if st.Transactions.Load() == 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s → delivered to %s's apply: %s", origin, ag.cfg.Node, q(&st.Delivered)),
+				fmt.Sprintf("%s → committed on %s: %s", origin, ag.cfg.Node, q(&st.Committed)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }

@@ -77,6 +77,10 @@ type Status struct {
 	Transactions atomic.Uint64
 	Changes      atomic.Uint64
 	Bytes        atomic.Uint64
+	// Delay is how long transactions took from their commit to being
+	// decoded here (the walsender waits for the commit to be flushed, then
+	// decodes it).
+	Delay stream.Delays
 }
 
 // Capturer is the capture worker of one node.
@@ -311,6 +315,7 @@ func (s *session) xlog(ctx context.Context, data []byte) error {
 		s.c.status.Changes.Add(uint64(len(ev.Chunk.Changes)))
 		s.c.status.Bytes.Add(uint64(len(m.Data)))
 		if ev.Chunk.Last {
+			s.c.status.Delay.Observe(ev.Chunk.Time(), time.Now())
 			s.c.status.Transactions.Add(1)
 			s.c.status.Published.Store(uint64(ev.Chunk.CommitLSN))
 		}

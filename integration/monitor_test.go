@@ -164,6 +164,8 @@ func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[stri
 			return m.GetGauge().GetValue(), true
 		case m.Counter != nil:
 			return m.GetCounter().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
 		}
 	}
 	return 0, false
@@ -315,6 +317,15 @@ func TestLagWhileTargetStopped(t *testing.T) {
 		conflicts, ok := metricValue(fams, "pgactive_apply_conflicts_total", map[string]string{"group": "app", "node": "node2", "origin": "node1", "type": "update_update"})
 		if txns < 22 || captured < 23 || !ok || conflicts != 0 {
 			return false, fmt.Errorf("apply transactions %v (want ≥ 22), capture transactions %v (want ≥ 23), update_update conflicts %v %v (want 0)", txns, captured, conflicts, ok)
+		}
+		// Every transaction counted is in the delay histograms too.
+		delays := map[string]float64{}
+		delays["captured"], _ = metricValue(fams, "pgactive_capture_delay_seconds", map[string]string{"group": "app", "node": "node1"})
+		for _, stage := range []string{"delivered", "committed"} {
+			delays[stage], _ = metricValue(fams, "pgactive_apply_delay_seconds", map[string]string{"group": "app", "node": "node2", "origin": "node1", "stage": stage})
+		}
+		if delays["captured"] != captured || delays["committed"] != txns || delays["delivered"] < txns {
+			return false, fmt.Errorf("delay observations %v, want captured = %v, delivered ≥ committed = %v", delays, captured, txns)
 		}
 		return true, nil
 	})

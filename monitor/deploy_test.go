@@ -37,7 +37,13 @@ func checkNames(t *testing.T, where, expr string, names map[string]bool) []strin
 	if len(found) == 0 {
 		t.Errorf("%s: expression %q uses no pgactive metric", where, expr)
 	}
-	for _, n := range found {
+	for i, n := range found {
+		// A histogram's series: name_bucket, name_sum, name_count.
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(n, suffix); ok && names[base] {
+				found[i], n = base, base
+			}
+		}
 		if !names[n] {
 			t.Errorf("%s: %s is not a metric GET /metrics serves (expression %q)", where, n, expr)
 		}

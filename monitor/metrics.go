@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgactive-go/pgactive/conflicts"
+	"github.com/pgactive-go/pgactive/stream"
 )
 
 // conflictTypes are reported for every apply worker, 0 until one happens,
@@ -22,9 +23,9 @@ type descs struct {
 	// One origin → target path, from the group's lag rows.
 	pendingDecoding, pendingApply, lagSeconds, pendingMessages, active, failing, updated *prometheus.Desc
 	// The apply workers of the process's agents.
-	applyRunning, applyTxns, applyChanges, applyErrors, applyParked, applyConflicts, applyCommit *prometheus.Desc
+	applyRunning, applyTxns, applyChanges, applyErrors, applyParked, applyConflicts, applyCommit, applyDelay *prometheus.Desc
 	// The capture workers of the process's agents.
-	captureRunning, captureTxns, captureChanges, captureBytes *prometheus.Desc
+	captureRunning, captureTxns, captureChanges, captureBytes, captureDelay *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -64,6 +65,9 @@ func newDescs() descs {
 			"Conflicts node detected applying origin, by conflict type.", append(apply[:len(apply):len(apply)], "type")),
 		applyCommit: d("pgactive_apply_last_commit_timestamp_seconds",
 			"Origin commit time of the last transaction of origin applied on node.", apply),
+		applyDelay: d("pgactive_apply_delay_seconds",
+			"Time from a transaction's commit on origin to its delivery to node's apply (stage delivered) and to its commit on node (stage committed); includes any difference between the hosts' clocks.",
+			append(apply[:len(apply):len(apply)], "stage")),
 
 		captureRunning: d("pgactive_capture_running",
 			"1 while node's capture worker streams from its slot.", capture),
@@ -73,13 +77,15 @@ func newDescs() descs {
 			"Row changes node's capture published.", capture),
 		captureBytes: d("pgactive_capture_bytes_total",
 			"Encoded bytes node's capture published.", capture),
+		captureDelay: d("pgactive_capture_delay_seconds",
+			"Time from a transaction's commit on node to its decoding by node's capture (the walsender sends a commit once it is flushed).", capture),
 	}
 }
 
 func (d *descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.pendingDecoding, d.pendingApply, d.lagSeconds, d.pendingMessages, d.active,
 		d.failing, d.updated, d.applyRunning, d.applyTxns, d.applyChanges, d.applyErrors, d.applyParked, d.applyConflicts,
-		d.applyCommit, d.captureRunning, d.captureTxns, d.captureChanges, d.captureBytes}
+		d.applyCommit, d.applyDelay, d.captureRunning, d.captureTxns, d.captureChanges, d.captureBytes, d.captureDelay}
 }
 
 // collector reads the lag rows and the workers' live statuses at scrape time.
@@ -125,6 +131,7 @@ func (c *collector) collectWorkers(ch chan<- prometheus.Metric, m *Monitor) {
 		counter(ch, c.d.captureTxns, st.Transactions.Load(), labels)
 		counter(ch, c.d.captureChanges, st.Changes.Load(), labels)
 		counter(ch, c.d.captureBytes, st.Bytes.Load(), labels)
+		histogram(ch, c.d.captureDelay, &st.Delay, labels)
 	}
 	for origin, w := range m.Agent().Appliers() {
 		st := w.Status()
@@ -137,6 +144,8 @@ func (c *collector) collectWorkers(ch chan<- prometheus.Metric, m *Monitor) {
 		if us := st.AppliedTime.Load(); us != 0 {
 			gauge(ch, c.d.applyCommit, float64(us)/1e6, labels)
 		}
+		histogram(ch, c.d.applyDelay, &st.Delivered, append(labels[:len(labels):len(labels)], "delivered"))
+		histogram(ch, c.d.applyDelay, &st.Committed, append(labels[:len(labels):len(labels)], "committed"))
 		byType := st.Conflicts()
 		types := conflictTypes()
 		for t := range byType {
@@ -152,6 +161,15 @@ func (c *collector) collectWorkers(ch chan<- prometheus.Metric, m *Monitor) {
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels []string) {
 	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h *stream.Delays, labels []string) {
+	cum, count, sum := h.Snapshot()
+	buckets := make(map[float64]uint64, len(cum))
+	for i, b := range stream.DelayBuckets() {
+		buckets[b] = cum[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(d, count, sum, buckets, labels...)
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels []string) {
