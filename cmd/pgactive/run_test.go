@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,12 +53,11 @@ func TestRunServesHTTP(t *testing.T) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 
 	runCtx, stop := context.WithCancel(ctx)
-	var logged bytes.Buffer
-	out := &syncWriter{w: &logged}
+	logged := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- runAgents(runCtx, []string{"--dsn", pg.dsn("app"), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-			"--data-dir", t.TempDir(), "--http", httpAddr, "--create-schema"}, io.Discard, out)
+			"--data-dir", t.TempDir(), "--http", httpAddr, "--create-schema"}, io.Discard, logged)
 	}()
 	defer func() {
 		stop()
@@ -136,16 +133,4 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// syncWriter serialises writes of the agents' goroutines to one buffer.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
