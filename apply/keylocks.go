@@ -18,7 +18,7 @@ import (
 //
 //   - the slow path takes the key's lock exclusively before reading the row;
 //   - a fast-path insert takes it in shared mode before probing tombstones
-//     (fast-path inserts of one origin do not wait for each other).
+//     (fast-path inserts do not wait for each other).
 //
 // A large transaction cannot hold one lock per row (PostgreSQL's lock table
 // is shared and bounded), so after keyLockBudget key locks a transaction
