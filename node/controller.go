@@ -61,13 +61,14 @@ func NewController(cfg ControllerConfig) *Controller {
 
 // Run serves the database until ctx ends. It returns an error for what
 // retrying cannot mend: a database it cannot reach at start, or bad settings.
+// A session lost later (PostgreSQL restarted) is reconnected.
 func (c *Controller) Run(ctx context.Context) error {
 	conn, err := Connect(ctx, c.cfg.DSN, "")
 	if err != nil {
 		return err
 	}
 	c.conn = conn
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { c.conn.Close(context.WithoutCancel(ctx)) }()
 	if c.id, err = Check(ctx, conn, ""); err != nil {
 		return err
 	}
@@ -85,6 +86,12 @@ func (c *Controller) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if c.conn.IsClosed() {
+				if err := c.reconnect(ctx, err); err != nil {
+					return err
+				}
+				continue
+			}
 			if !schemaGone(err) {
 				return err
 			}
@@ -94,20 +101,65 @@ func (c *Controller) Run(ctx context.Context) error {
 			if err := c.waitForExtension(ctx); err != nil {
 				return err
 			}
-			if _, err := conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
+			if _, err := c.conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
 				return fmt.Errorf("listen for requests: %w", err)
 			}
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := conn.WaitForNotification(wctx)
+		_, err := c.conn.WaitForNotification(wctx)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("wait for requests: %w", err)
+			if !c.conn.IsClosed() {
+				return fmt.Errorf("wait for requests: %w", err)
+			}
+			if err := c.reconnect(ctx, err); err != nil {
+				return err
+			}
 		}
+	}
+}
+
+// reconnect replaces the attached session after it was lost (PostgreSQL
+// restarted, or the network failed), trying again with backoff until ctx
+// ends. The node's agent keeps running meanwhile: its workers reconnect on
+// their own. It fails only when the database is no longer the same one.
+func (c *Controller) reconnect(ctx context.Context, cause error) error {
+	c.log.Warn("lost the attached session, reconnecting", "err", cause)
+	backoff := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		conn, err := Connect(ctx, c.cfg.DSN, "")
+		if err == nil {
+			var id Identity
+			if id, err = Check(ctx, conn, ""); err == nil && (id.SysID != c.id.SysID || id.DBOID != c.id.DBOID) {
+				conn.Close(ctx)
+				return fmt.Errorf("%w: after reconnecting, the DSN leads to another database (system %d, database oid %d; was %d, %d)",
+					ErrNotReady, id.SysID, id.DBOID, c.id.SysID, c.id.DBOID)
+			}
+			if err == nil {
+				_, err = conn.Exec(ctx, "LISTEN "+RequestChannel)
+			}
+			if err == nil {
+				c.conn.Close(context.WithoutCancel(ctx))
+				c.conn = conn
+				c.log.Info("attached session restored")
+				return nil
+			}
+			conn.Close(context.WithoutCancel(ctx))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("reconnecting the attached session failed, trying again", "err", err, "in", backoff)
 	}
 }
 

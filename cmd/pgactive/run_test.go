@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // TestRunServesHTTP runs `pgactive run` as a user starts it (embedded NATS,
 // --create-schema, --http) against a real PostgreSQL, creates a group with
 // the quick start's SQL, and reads /healthz, /readyz, /lag and /metrics
-// from the address given.
+// from the address given. Then PostgreSQL restarts: the agent stays up and
+// serves requests again.
 func TestRunServesHTTP(t *testing.T) {
 	binDir, err := pgBinDir()
 	if err != nil {
@@ -118,6 +120,37 @@ func TestRunServesHTTP(t *testing.T) {
 			names = append(names, n)
 		}
 		t.Fatalf("/metrics lacks the capture counters; has %v", names)
+	}
+
+	// PostgreSQL restarts under the running agent: the process stays up,
+	// reattaches and serves requests again.
+	if out, err := pg.run(ctx, "pg_ctl", "-w", "-D", pg.data(), "-l", filepath.Join(pg.dir, "postgres.log"), "-m", "fast", "restart"); err != nil {
+		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+	}
+	conn2, err := pg.connect(ctx, "app", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close(ctx)
+	waitFor(t, time.Minute, "the attached session restored", func() bool {
+		return strings.Contains(logged.String(), "attached session restored")
+	})
+	if _, err := conn2.Exec(ctx, "SELECT pgactive.pgactive_detach_nodes(ARRAY['endpoint1-app'])"); err != nil {
+		t.Fatalf("detach after the restart: %v", err)
+	}
+	waitFor(t, time.Minute, "the request carried out after the restart", func() bool {
+		return strings.Contains(logged.String(), "request=detach_nodes")
+	})
+	waitFor(t, time.Minute, "endpoint1-app detached", func() bool {
+		var status string
+		err := conn2.QueryRow(ctx, "SELECT node_status::text FROM pgactive.pgactive_nodes WHERE node_name = 'endpoint1-app'").Scan(&status)
+		return err == nil && status == "k"
+	})
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("pgactive run ended when PostgreSQL restarted: %v", err)
+	default:
 	}
 	if strings.Contains(logged.String(), pg.password) {
 		t.Fatal("the agent's log shows the PostgreSQL password")
