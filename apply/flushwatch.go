@@ -66,13 +66,25 @@ func (f *flushWatcher) run(ctx context.Context) {
 			}
 			return
 		}
-		if uint64(lsn) > f.flushed.Load() {
-			f.flushed.Store(uint64(lsn))
-			select {
-			case f.moved <- struct{}{}:
-			default:
-			}
+		f.advance(lsn)
+	}
+}
+
+// advance records lsn as flushed if it is further than what is known, and
+// signals moved then. The watcher and the session's stop may both call it.
+func (f *flushWatcher) advance(lsn pglogrepl.LSN) {
+	for {
+		cur := f.flushed.Load()
+		if uint64(lsn) <= cur {
+			return
 		}
+		if f.flushed.CompareAndSwap(cur, uint64(lsn)) {
+			break
+		}
+	}
+	select {
+	case f.moved <- struct{}{}:
+	default:
 	}
 }
 

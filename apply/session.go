@@ -331,8 +331,8 @@ func (s *session) stop() {
 	if s.open {
 		_ = s.rollback(ctx)
 	}
-	if lsn, err := flushedProgress(ctx, s.conn, s.originName); err == nil && uint64(lsn) > s.flush.flushed.Load() {
-		s.flush.flushed.Store(uint64(lsn))
+	if lsn, err := flushedProgress(ctx, s.conn, s.originName); err == nil {
+		s.flush.advance(lsn)
 	}
 	_ = s.ackFlushed()
 	s.release()

@@ -76,8 +76,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.waitForExtension(ctx); err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
-		return fmt.Errorf("listen for requests: %w", err)
+	if err := listen(ctx, conn); err != nil {
+		return err
 	}
 	c.log.Info("serving pgactive requests")
 	defer c.stopAgent()
@@ -101,8 +101,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			if err := c.waitForExtension(ctx); err != nil {
 				return err
 			}
-			if _, err := c.conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
-				return fmt.Errorf("listen for requests: %w", err)
+			if err := listen(ctx, c.conn); err != nil {
+				return err
 			}
 			continue
 		}
@@ -121,6 +121,14 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// listen subscribes conn to the requests the SQL functions signal.
+func listen(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "LISTEN "+RequestChannel); err != nil {
+		return fmt.Errorf("listen for requests: %w", err)
+	}
+	return nil
 }
 
 // reconnect replaces the attached session after it was lost (PostgreSQL
@@ -146,7 +154,7 @@ func (c *Controller) reconnect(ctx context.Context, cause error) error {
 					ErrNotReady, id.SysID, id.DBOID, c.id.SysID, c.id.DBOID)
 			}
 			if err == nil {
-				_, err = conn.Exec(ctx, "LISTEN "+RequestChannel)
+				err = listen(ctx, conn)
 			}
 			if err == nil {
 				c.conn.Close(context.WithoutCancel(ctx))

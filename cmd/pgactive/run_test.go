@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/pgactive-go/pgactive/integration"
 )
 
 // TestRunServesHTTP runs `pgactive run` as a user starts it (embedded NATS,
@@ -22,28 +22,10 @@ import (
 // from the address given. Then PostgreSQL restarts: the agent stays up and
 // serves requests again.
 func TestRunServesHTTP(t *testing.T) {
-	binDir, err := pgBinDir()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %v", err)
-		}
-		t.Skipf("%v (set CI=true to make this a failure)", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	pg, err := startLocalCluster(ctx, "run1", binDir, randomPassword())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.stop()
-	admin, err := pg.connect(ctx, "postgres", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE app"); err != nil {
-		t.Fatal(err)
-	}
+	pg := integration.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
 	natsPort, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +40,7 @@ func TestRunServesHTTP(t *testing.T) {
 	logged := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- runAgents(runCtx, []string{"--dsn", pg.dsn("app"), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		done <- runAgents(runCtx, []string{"--dsn", pg.DSN("app"), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
 			"--data-dir", t.TempDir(), "--http", httpAddr, "--create-schema"}, io.Discard, logged)
 	}()
 	defer func() {
@@ -77,20 +59,23 @@ func TestRunServesHTTP(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, time.Minute, "/healthz answers 200", func() bool { code, _ := get("/healthz"); return code == http.StatusOK })
-
-	conn, err := pg.connect(ctx, "app", nil)
-	if err != nil {
-		t.Fatal(err)
+	answers200 := func(path string) func() (bool, error) {
+		return func() (bool, error) {
+			code, body := get(path)
+			return code == http.StatusOK, fmt.Errorf("%s: %d %s", path, code, body)
+		}
 	}
-	defer conn.Close(ctx)
-	waitFor(t, time.Minute, "the agent attached", func() bool {
+	integration.WaitFor(t, time.Minute, "/healthz answers 200", answers200("/healthz"))
+
+	conn := pg.Connect(t, "app")
+	integration.WaitFor(t, time.Minute, "the agent attached", func() (bool, error) {
 		var ok bool
-		return conn.QueryRow(ctx, "SELECT pgactive.pgactive_is_agent_attached()").Scan(&ok) == nil && ok
+		err := conn.QueryRow(ctx, "SELECT pgactive.pgactive_is_agent_attached()").Scan(&ok)
+		return ok, err
 	})
 	for _, sql := range []string{
-		"CREATE SERVER pgactive_server_endpoint1 FOREIGN DATA WRAPPER pgactive_fdw OPTIONS (host '127.0.0.1', port '" + fmt.Sprint(pg.port) + "', dbname 'app')",
-		"CREATE USER MAPPING FOR postgres SERVER pgactive_server_endpoint1 OPTIONS (user 'postgres', password '" + pg.password + "')",
+		"CREATE SERVER pgactive_server_endpoint1 FOREIGN DATA WRAPPER pgactive_fdw OPTIONS (host '127.0.0.1', port '" + fmt.Sprint(pg.Port) + "', dbname 'app')",
+		"CREATE USER MAPPING FOR postgres SERVER pgactive_server_endpoint1 OPTIONS (user 'postgres', password '" + pg.Password + "')",
 		"SELECT pgactive.pgactive_create_group(node_name := 'endpoint1-app', node_dsn := 'user_mapping=postgres pgactive_foreign_server=pgactive_server_endpoint1')",
 		"SELECT pgactive.pgactive_wait_for_node_ready()",
 	} {
@@ -99,7 +84,7 @@ func TestRunServesHTTP(t *testing.T) {
 		}
 	}
 
-	waitFor(t, time.Minute, "/readyz answers 200", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
+	integration.WaitFor(t, time.Minute, "/readyz answers 200", answers200("/readyz"))
 	code, body := get("/lag")
 	var rows []map[string]any
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &rows) != nil {
@@ -124,27 +109,21 @@ func TestRunServesHTTP(t *testing.T) {
 
 	// PostgreSQL restarts under the running agent: the process stays up,
 	// reattaches and serves requests again.
-	if out, err := pg.run(ctx, "pg_ctl", "-w", "-D", pg.data(), "-l", filepath.Join(pg.dir, "postgres.log"), "-m", "fast", "restart"); err != nil {
-		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+	pg.Stop(t, "fast")
+	pg.Start(t)
+	logHas := func(s string) func() (bool, error) {
+		return func() (bool, error) { return strings.Contains(logged.String(), s), nil }
 	}
-	conn2, err := pg.connect(ctx, "app", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn2.Close(ctx)
-	waitFor(t, time.Minute, "the attached session restored", func() bool {
-		return strings.Contains(logged.String(), "attached session restored")
-	})
+	integration.WaitFor(t, time.Minute, "the attached session restored", logHas("attached session restored"))
+	conn2 := pg.Connect(t, "app")
 	if _, err := conn2.Exec(ctx, "SELECT pgactive.pgactive_detach_nodes(ARRAY['endpoint1-app'])"); err != nil {
 		t.Fatalf("detach after the restart: %v", err)
 	}
-	waitFor(t, time.Minute, "the request carried out after the restart", func() bool {
-		return strings.Contains(logged.String(), "request=detach_nodes")
-	})
-	waitFor(t, time.Minute, "endpoint1-app detached", func() bool {
+	integration.WaitFor(t, time.Minute, "the request carried out after the restart", logHas("request=detach_nodes"))
+	integration.WaitFor(t, time.Minute, "endpoint1-app detached", func() (bool, error) {
 		var status string
 		err := conn2.QueryRow(ctx, "SELECT node_status::text FROM pgactive.pgactive_nodes WHERE node_name = 'endpoint1-app'").Scan(&status)
-		return err == nil && status == "k"
+		return status == "k", err
 	})
 	select {
 	case err := <-done:
@@ -152,18 +131,7 @@ func TestRunServesHTTP(t *testing.T) {
 		t.Fatalf("pgactive run ended when PostgreSQL restarted: %v", err)
 	default:
 	}
-	if strings.Contains(logged.String(), pg.password) {
+	if strings.Contains(logged.String(), pg.Password) {
 		t.Fatal("the agent's log shows the PostgreSQL password")
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
