@@ -66,13 +66,14 @@ func StartNATSCluster(t testing.TB, n int, opts ...NATSOption) *NATSCluster {
 	c := &NATSCluster{cfgs: make([]stream.ServerConfig, n), srvs: make([]*server.Server, n)}
 	routes := make([]string, n)
 	clusterAddrs := make([]string, n)
+	ports := freePorts(t, 2*n) // client and route ports, all different
 	for i := range n {
-		clusterAddrs[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		clusterAddrs[i] = fmt.Sprintf("127.0.0.1:%d", ports[n+i])
 		routes[i] = "nats://" + clusterAddrs[i]
 	}
 	for i := range n {
 		cfg := stream.ServerConfig{
-			Listen:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			Listen:   fmt.Sprintf("127.0.0.1:%d", ports[i]),
 			StoreDir: t.TempDir(),
 			Name:     fmt.Sprintf("nats-%d", i+1),
 			Log:      TestLogger(),
