@@ -172,18 +172,21 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 	if err != nil {
 		return Member{}, nil, err
 	}
-	if _, err := a.layout.EnsureStream(ctx, a.cfg.Node); err != nil {
-		return Member{}, nil, err
-	}
 	if e, err := kv.Get(ctx, stream.NodeKey(a.cfg.Node)); err == nil {
 		if m, err := decodeMember(e.Value()); err == nil && m.Status == StateDetached {
 			return Member{}, nil, fmt.Errorf("node %q: %w", a.cfg.Node, ErrDetached)
-		} else if err == nil && m.SysID != id.SysID {
-			return Member{}, nil, fmt.Errorf("node name %q is already used by another database (sysid %d) in group %q: choose another node name", a.cfg.Node, m.SysID, a.cfg.Group)
+		} else if err == nil && (m.SysID != id.SysID || m.DBOID != id.DBOID) {
+			return Member{}, nil, fmt.Errorf("node name %q is already used by another database (sysid %d, database %q) in group %q: choose another node name", a.cfg.Node, m.SysID, m.DBName, a.cfg.Group)
 		}
 	}
 	members, err := Members(ctx, kv)
 	if err != nil {
+		return Member{}, nil, err
+	}
+	if err := checkOwnCluster(members, a.cfg.Node, a.cfg.Group, id); err != nil {
+		return Member{}, nil, err
+	}
+	if _, err := a.layout.EnsureStream(ctx, a.cfg.Node); err != nil {
 		return Member{}, nil, err
 	}
 	self := Member{Name: a.cfg.Node, Group: a.cfg.Group, SysID: id.SysID, Timeline: id.Timeline,

@@ -458,6 +458,9 @@ func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Ide
 	if source == nil {
 		return Member{}, fmt.Errorf("node %q is not a member of group %q: join from one of its members", j.cfg.SourceNode, j.cfg.Group)
 	}
+	if err := checkOwnCluster(members, j.cfg.Node, j.cfg.Group, id); err != nil {
+		return Member{}, err
+	}
 	if source.Status != StateReady {
 		return Member{}, fmt.Errorf("node %q of group %q is not ready (status %s): join from a ready member", source.Name, j.cfg.Group, source.Status)
 	}
