@@ -986,26 +986,38 @@ AS $fn$
     END
 $fn$;
 
+-- pgactive_<group>_, the start of the names of this node's group's
+-- replication origins (apply.OriginName in Go), NULL outside a group.
+CREATE OR REPLACE FUNCTION pgactive._pgactive_origin_prefix()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'pgactive_' || pgactive._pgactive_token(coalesce(
+        (SELECT n.node_group FROM pgactive.pgactive_nodes n, pgactive.pgactive_get_local_nodeid() i
+         WHERE (n.node_sysid, n.node_timeline, n.node_dboid) = (i.sysid, i.timeline, i.dboid)),
+        (SELECT n.node_group FROM pgactive.pgactive_nodes n
+         WHERE n.node_group IS NOT NULL ORDER BY n.node_name LIMIT 1))) || '_'
+$fn$;
+
 -- Replication origins this database's agent applies under. Origins belong to
 -- the whole cluster, not to a database, so only these are candidates: the
--- origins the agent reports in pgactive_stats, and those named
--- pgactive_<group>_... (apply.OriginName in Go) for this node's group.
+-- origins the agent reports in pgactive_stats, and those named for this
+-- node's group and one of its nodes, pgactive_<group>_<node>, or its initial
+-- copy, pgactive_<group>_copy_<i>. Names are matched whole: the prefix alone
+-- would also match the origins of another group on the cluster whose name
+-- starts with this one's and '_'.
 CREATE OR REPLACE FUNCTION pgactive._pgactive_local_origins()
 RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    WITH grp AS (
-        SELECT coalesce(
-            (SELECT n.node_group FROM pgactive.pgactive_nodes n, pgactive.pgactive_get_local_nodeid() i
-             WHERE (n.node_sysid, n.node_timeline, n.node_dboid) = (i.sysid, i.timeline, i.dboid)),
-            (SELECT n.node_group FROM pgactive.pgactive_nodes n
-             WHERE n.node_group IS NOT NULL ORDER BY n.node_name LIMIT 1)) AS g
-    )
     SELECT ro.roname::text
-    FROM pg_catalog.pg_replication_origin ro
+    FROM pg_catalog.pg_replication_origin ro, (SELECT pgactive._pgactive_origin_prefix() AS prefix) grp
     WHERE ro.roname IN (SELECT s.origin_name FROM pgactive.pgactive_stats s)
-       OR starts_with(ro.roname, (SELECT 'pgactive_' || pgactive._pgactive_token(grp.g) || '_' FROM grp))
+       OR ro.roname IN (SELECT grp.prefix || pgactive._pgactive_token(n.node_name) FROM pgactive.pgactive_nodes n)
+       OR (starts_with(ro.roname, grp.prefix || 'copy_')
+           AND substr(ro.roname, length(grp.prefix || 'copy_') + 1) ~ '^[0-9]+$')
 $fn$;
 
 -- Remove pgactive from this node: its slot, replication origins, publication,
@@ -1094,6 +1106,14 @@ BEGIN
                     PERFORM pg_catalog.pg_sleep(0.1);
             END;
         END LOOP;
+    END LOOP;
+    -- Origins named like this group's, for no node this database knows,
+    -- may be another group's on this cluster: named, not dropped.
+    FOR o IN SELECT ro.roname::text FROM pg_catalog.pg_replication_origin ro
+             WHERE starts_with(ro.roname, pgactive._pgactive_origin_prefix())
+               AND ro.roname NOT IN (SELECT pgactive._pgactive_local_origins())
+             ORDER BY ro.roname LOOP
+        RAISE NOTICE 'replication origin "%" is named like this group''s origins but for no node this database knows, so it may belong to another group on this cluster and was kept; if it was this node''s, drop it with: SELECT pg_replication_origin_drop(%L);', o, o;
     END LOOP;
 
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = 'pgactive_publication') THEN

@@ -85,12 +85,15 @@ func TestLifecycleThreeNodes(t *testing.T) {
 		t.Fatalf("rows written after the detach on node3: got %d, want 0", got)
 	}
 
+	// Origins belong to the cluster: one of group app_x, which a database
+	// of node3's cluster could be a member of, is not node3's to drop.
+	nodes[2].Exec(t, "postgres", "SELECT pg_replication_origin_create('pgactive_app_x_node1')")
 	nodes[2].Psql(t, "app", "SELECT pgactive.pgactive_remove();")
 	if extInstalled(t) {
 		nodes[2].Psql(t, "app", "DROP EXTENSION pgactive;")
 	}
 	wantOutput(t, "slots on node3", nodes[2].Psql(t, "app", "SELECT count(*) FROM pg_replication_slots;"), "0")
-	wantOutput(t, "origins on node3", nodes[2].Psql(t, "app", "SELECT count(*) FROM pg_replication_origin;"), "0")
+	wantOutput(t, "origins on node3", nodes[2].Psql(t, "app", "SELECT string_agg(roname, ',') FROM pg_replication_origin;"), "pgactive_app_x_node1")
 	_, js := ConnectNATS(t, ns.URL())
 	WaitFor(t, 30*time.Second, "node3's stream and consumers deleted", func() (bool, error) {
 		if _, err := js.Stream(context.Background(), stream.StreamName("app", "node3")); err == nil {
