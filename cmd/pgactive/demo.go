@@ -94,7 +94,13 @@ func (d *demo) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Shutdown(); os.RemoveAll(storeDir) }()
+	defer func() {
+		if d.agents != nil {
+			d.agents.stop() // before the server goes: no disconnect to warn of
+		}
+		srv.Shutdown()
+		os.RemoveAll(storeDir)
+	}()
 	d.natsURL = srv.ClientURL()
 	d.say("started the embedded NATS JetStream server on %s and one agent per database (pgactive run)", d.natsURL)
 	d.agents = &demoAgents{dsns: []string{d.endpoints[0].dsn("app"), d.endpoints[1].dsn("app")}, url: d.natsURL, createSchema: createSchema,

@@ -36,6 +36,10 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+	// The agents stop before the NATS server: no disconnect in the log.
+	if strings.Contains(errOut.String(), "NATS disconnected") {
+		t.Errorf("the demo's log warns of a NATS disconnect:\n%s", tail(errOut.String(), 40))
+	}
 }
 
 func tail(s string, lines int) string {
