@@ -2,19 +2,20 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgactive-go/pgactive/bench"
 	"github.com/pgactive-go/pgactive/extension"
 	"github.com/pgactive-go/pgactive/node"
 	"github.com/pgactive-go/pgactive/stream"
@@ -23,7 +24,7 @@ import (
 // demo walks the quick start on two throwaway clusters, narrating each step.
 type demo struct {
 	out       io.Writer
-	endpoints [2]*localCluster
+	endpoints [2]*bench.LocalCluster
 	conns     [2]*pgx.Conn
 	natsURL   string
 	agents    *demoAgents
@@ -49,21 +50,17 @@ func (d *demo) say(format string, args ...any) {
 }
 
 func (d *demo) run(ctx context.Context, stderr io.Writer) error {
-	binDir, err := pgBinDir()
-	if err != nil {
-		return err
-	}
-	d.say("starting two PostgreSQL 15 clusters, endpoint1 and endpoint2, from %s", binDir)
+	d.say("starting two PostgreSQL 15 clusters, endpoint1 and endpoint2")
 	for i := range d.endpoints {
-		c, err := startLocalCluster(ctx, fmt.Sprintf("endpoint%d", i+1), binDir, randomPassword())
+		c, err := bench.StartLocalCluster(ctx, fmt.Sprintf("endpoint%d", i+1))
 		if err != nil {
 			return err
 		}
 		d.endpoints[i] = c
-		fmt.Fprintf(d.out, "endpoint%d listens on 127.0.0.1:%d\n", i+1, c.port)
+		fmt.Fprintf(d.out, "endpoint%d listens on 127.0.0.1:%d (PostgreSQL from %s)\n", i+1, c.Port, c.BinDir)
 	}
 	createSchema := false
-	if dir, err := extension.Install(binDir + "/pg_config"); err != nil {
+	if dir, err := extension.Install(d.endpoints[0].BinDir + "/pg_config"); err != nil {
 		fmt.Fprintf(d.out, "could not install the extension files (%v): the agents create the pgactive objects themselves (--create-schema)\n", err)
 		createSchema = true
 	} else {
@@ -75,7 +72,7 @@ func (d *demo) run(ctx context.Context, stderr io.Writer) error {
 		if err := d.sql(ctx, i, "postgres", "CREATE DATABASE app"); err != nil {
 			return err
 		}
-		conn, err := d.endpoints[i].connect(ctx, "app", func(n string) { fmt.Fprintln(d.out, n) })
+		conn, err := connectNotices(ctx, d.endpoints[i].DSN("app"), func(n string) { fmt.Fprintln(d.out, n) })
 		if err != nil {
 			return err
 		}
@@ -103,7 +100,7 @@ func (d *demo) run(ctx context.Context, stderr io.Writer) error {
 	}()
 	d.natsURL = srv.ClientURL()
 	d.say("started the embedded NATS JetStream server on %s and one agent per database (pgactive run)", d.natsURL)
-	d.agents = &demoAgents{dsns: []string{d.endpoints[0].dsn("app"), d.endpoints[1].dsn("app")}, url: d.natsURL, createSchema: createSchema,
+	d.agents = &demoAgents{dsns: []string{d.endpoints[0].DSN("app"), d.endpoints[1].DSN("app")}, url: d.natsURL, createSchema: createSchema,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if err := d.agents.start(ctx); err != nil {
 		return err
@@ -120,7 +117,7 @@ func (d *demo) quickStart(ctx context.Context, createSchema bool) error {
 CREATE USER MAPPING FOR postgres
     SERVER pgactive_server_endpoint%d
     OPTIONS (user 'postgres', password '%s');
-`, i+1, c.port, i+1, c.password)
+`, i+1, c.Port, i+1, c.Password)
 	}
 	steps := []struct {
 		say      string
@@ -257,7 +254,7 @@ func (d *demo) sql(ctx context.Context, endpoint int, db, sql string) error {
 	fmt.Fprintf(d.out, "endpoint%d=# %s;\n", endpoint+1, strings.ReplaceAll(sql, "\n", "\n    "))
 	conn := d.conns[endpoint]
 	if db != "" {
-		c, err := d.endpoints[endpoint].connect(ctx, db, nil)
+		c, err := connectNotices(ctx, d.endpoints[endpoint].DSN(db), nil)
 		if err != nil {
 			return err
 		}
@@ -360,15 +357,32 @@ func (d *demo) cleanup() {
 	}
 	for _, c := range d.endpoints {
 		if c != nil {
-			c.stop()
+			c.Stop()
 		}
 	}
 }
 
-func randomPassword() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+// connectNotices connects to dsn, passing the server's notices to onNotice
+// when it is set.
+func connectNotices(ctx context.Context, dsn string, onNotice func(string)) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if onNotice != nil {
+		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { onNotice(n.Severity + ":  " + n.Message) }
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // demoAgents runs one controller per database, as `pgactive run` does.
