@@ -25,10 +25,21 @@ type localRow struct {
 	roident    *uint32
 }
 
+// lockRowSQL locks and reads the row of table (aliased x) that where
+// selects: xmin, the row as JSON, and its version's commit time and origin.
+// These are computed in the select list, from the row as locked: when a
+// concurrent transaction changed the row and committed while this waited for
+// the lock, the row returned is its version, and a join (a LATERAL call)
+// would still carry the commit time and origin of the version first seen,
+// deciding against a version that no longer exists.
+func lockRowSQL(table, where string) string {
+	return "SELECT x.xmin::text, row_to_json(x)::text, (pg_xact_commit_timestamp_origin(x.xmin)).timestamp, " +
+		"(pg_xact_commit_timestamp_origin(x.xmin)).roident FROM " + table + " x WHERE " + where + " FOR UPDATE OF x"
+}
+
 // readLocal locks and reads the local row with the change's key.
 func (s *session) readLocal(ctx context.Context, t *table, key stream.Tuple) (localRow, error) {
-	sql := "SELECT x.xmin::text, row_to_json(x)::text, c.timestamp, c.roident FROM " + t.name +
-		" x LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true WHERE " + t.whereAlias("x", 1) + " FOR UPDATE OF x"
+	sql := lockRowSQL(t.name, t.whereAlias("x", 1))
 	var r localRow
 	err := s.conn.QueryRow(ctx, sql, keyArgs(t, key)...).Scan(&r.xmin, &r.tuple, &r.commitTime, &r.roident)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -585,9 +596,7 @@ func (s *session) resolveUnique(ctx context.Context, txn *stream.Txn, c *stream.
 	}
 	cond := strings.Join(where, " AND ")
 	var other localRow
-	err = s.conn.QueryRow(ctx, "SELECT x.xmin::text, row_to_json(x)::text, c.timestamp, c.roident FROM "+t.name+
-		" x LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true WHERE "+cond+" FOR UPDATE OF x", args...).
-		Scan(&other.xmin, &other.tuple, &other.commitTime, &other.roident)
+	err = s.conn.QueryRow(ctx, lockRowSQL(t.name, cond), args...).Scan(&other.xmin, &other.tuple, &other.commitTime, &other.roident)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return true, nil // gone meanwhile: try again
 	}

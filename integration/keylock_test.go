@@ -88,3 +88,63 @@ func TestConflictKeyLockedWhileDeciding(t *testing.T) {
 		})
 	}
 }
+
+// TestConflictLocalCommitWhileDeciding: apply waits for a row's lock while a
+// local transaction that changed the row is open; when that transaction
+// commits, the decision is taken on the committed version, its commit time
+// and origin, not on the version apply first saw. The local update is the
+// later one, so it stays on both nodes. In one case the row was last written
+// by n2, so n1's update takes the slow path at once and waits in its read of
+// the row; in the other it was last written by n1, so the fast path's update
+// is the one that waits. Both cases lost the local update when the commit
+// time and origin were read with a join (apply/resolve.go lockRowSQL).
+func TestConflictLocalCommitWhileDeciding(t *testing.T) {
+	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{})
+	ctx := context.Background()
+	observer := p.pgs[1].Connect(t, "app")
+	const history = `SELECT count(*) FROM pgactive.pgactive_conflict_history
+		WHERE conflict_type = 'update_update' AND conflict_resolution = $1 AND remote_tuple->>'id' = $2`
+	for _, tc := range []struct {
+		name    string
+		id      int
+		creator int // the node that writes the row first
+	}{
+		{"slow path waits", 1, 1},
+		{"fast path waits", 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustExec(t, p.conns[tc.creator], `INSERT INTO items VALUES ($1, 'start', 0)`, tc.id)
+			WaitSameRows(t, time.Minute, "items", p.conns[0], p.conns[1])
+
+			local := p.pgs[1].Connect(t, "app")
+			tx, err := local.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, `UPDATE items SET val = 'local' WHERE id = $1`, tc.id); err != nil {
+				t.Fatal(err)
+			}
+			mustExec(t, p.conns[0], `UPDATE items SET val = 'remote' WHERE id = $1`, tc.id)
+			WaitFor(t, 30*time.Second, "n2's apply waits for the row", func() (bool, error) {
+				return count(t, observer, `SELECT count(*) FROM pg_stat_activity
+					WHERE application_name LIKE 'pgactive:%:apply' AND wait_event_type = 'Lock'`) > 0, nil
+			})
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			WaitSameRows(t, time.Minute, "items", p.conns[0], p.conns[1])
+			for i, c := range p.conns {
+				if got := count(t, c, `SELECT count(*) FROM items WHERE id = $1 AND val = 'local'`, tc.id); got != 1 {
+					t.Errorf("n%d: the later, local update was lost", i+1)
+				}
+			}
+			id := strconv.Itoa(tc.id)
+			for i, res := range []string{"last_update_wins_keep_remote", "last_update_wins_keep_local"} {
+				if got := count(t, p.conns[i], history, res, id); got != 1 {
+					t.Errorf("n%d: %d update_update/%s conflicts on row %s, want 1", i+1, got, res, id)
+				}
+			}
+		})
+	}
+}
