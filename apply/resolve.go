@@ -142,24 +142,25 @@ func (s *session) knowOrigin(ctx context.Context, roident *uint32) error {
 // originNode maps a replication origin id to the node it applies; 0 is this node.
 func (s *session) originNode(roident uint32) conflicts.NodeID {
 	if roident == 0 {
-		return conflicts.NodeID(s.w.cfg.TargetSysID)
+		return s.w.cfg.self()
 	}
 	if id, ok := s.origins[roident]; ok {
-		return conflicts.NodeID(id)
+		return id
 	}
-	return 1 // rows of an initial copy: older than any node's change
+	return conflicts.NodeID{SysID: 1} // rows of an initial copy: older than any node's change
 }
 
 // loadOrigins maps this database's replication origins to member sysids.
 func (s *session) loadOrigins(ctx context.Context) error {
-	s.origins = map[uint32]uint64{}
+	s.origins = map[uint32]conflicts.NodeID{}
 	rows, err := s.conn.Query(ctx, `SELECT roident, roname FROM pg_replication_origin`)
 	if err != nil {
 		return fmt.Errorf("read replication origins: %w", err)
 	}
 	names := map[string]uint32{}
 	s.copies = map[uint32]bool{}
-	copyPrefix := OriginName(s.w.cfg.Group, "copy") + "_"
+	dboid := s.w.cfg.TargetDBOID
+	copyPrefix, legacyCopyPrefix := copyOriginPrefix(dboid), LegacyOriginName(s.w.cfg.Group, "copy")+"_"
 	for rows.Next() {
 		var id uint32
 		var name string
@@ -167,27 +168,30 @@ func (s *session) loadOrigins(ctx context.Context) error {
 			return err
 		}
 		names[name] = id
-		if strings.HasPrefix(name, copyPrefix) {
+		if strings.HasPrefix(name, copyPrefix) || strings.HasPrefix(name, legacyCopyPrefix) {
 			s.copies[id] = true
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read replication origins: %w", err)
 	}
-	members := map[string]NodeID{s.w.cfg.Origin: {SysID: s.w.cfg.OriginSysID}}
+	members := map[string]NodeID{s.w.cfg.Origin: {SysID: s.w.cfg.OriginSysID, DBOID: s.w.cfg.OriginDBOID}}
 	if s.w.cfg.Members != nil {
 		for name, id := range s.w.cfg.Members() {
 			members[name] = id
 		}
 	}
-	s.nodes = map[uint64]NodeID{}
+	s.nodes = map[conflicts.NodeID]NodeID{}
 	for node, id := range members {
-		if ro, ok := names[OriginName(s.w.cfg.Group, node)]; ok {
-			s.origins[ro] = id.SysID
+		// Rows applied before an upgrade carry the legacy origin.
+		for _, name := range []string{OriginName(dboid, node), LegacyOriginName(s.w.cfg.Group, node)} {
+			if ro, ok := names[name]; ok {
+				s.origins[ro] = id.key()
+			}
 		}
-		s.nodes[id.SysID] = id
+		s.nodes[id.key()] = id
 	}
-	s.roident = names[OriginName(s.w.cfg.Group, s.w.cfg.Origin)]
+	s.roident = names[s.originName]
 	return s.conn.QueryRow(ctx, `SELECT to_regclass('pgactive.pgactive_conflict_history') IS NOT NULL,
 		to_regclass('pgactive.pgactive_tombstones') IS NOT NULL`).Scan(&s.history, &s.tombstones)
 }
@@ -251,8 +255,8 @@ func (s *session) resolveChange(ctx context.Context, txn *stream.Txn, c *stream.
 // slowPath applies a chunk change by change: each row is locked and read,
 // the conflicts package decides, and conflicts are recorded.
 func (s *session) slowPath(ctx context.Context, txn *stream.Txn, tables []*table) error {
-	in := conflicts.Change{CommitTime: txn.Time(), Origin: conflicts.NodeID(txn.OriginSysID)}
-	self := conflicts.NodeID(s.w.cfg.TargetSysID)
+	in := conflicts.Change{CommitTime: txn.Time(), Origin: s.w.cfg.origin()}
+	self := s.w.cfg.self()
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
 		if c.Op == stream.OpTruncate {
@@ -421,12 +425,12 @@ func (s *session) record(ctx context.Context, conn *pgx.Conn, txn *stream.Txn, t
 	}
 	var localTuple, localXmin, localOrigin, remoteTuple *string
 	var localCommit *time.Time
-	remoteNode, localNode := s.node(txn.OriginSysID), (*NodeID)(nil)
+	remoteNode, localNode := s.node(s.w.cfg.origin()), (*NodeID)(nil)
 	if local.exists {
 		localTuple, localXmin, localCommit = &local.tuple, &local.xmin, local.commitTime
 		if local.roident != nil {
-			id := uint64(s.originNode(*local.roident))
-			o := strconv.FormatUint(id, 10)
+			id := s.originNode(*local.roident)
+			o := strconv.FormatUint(id.SysID, 10)
 			localOrigin, localNode = &o, s.node(id)
 		}
 	}
@@ -511,12 +515,12 @@ func (s *session) runDDL(ctx context.Context, c *stream.Change) error {
 	return nil
 }
 
-// node returns what the session knows of the node with sysid, or nil.
-func (s *session) node(sysid uint64) *NodeID {
-	if sysid == s.w.cfg.TargetSysID && s.w.cfg.TargetTimeline != 0 {
-		return &NodeID{SysID: sysid, Timeline: s.w.cfg.TargetTimeline, DBOID: s.w.cfg.TargetDBOID}
+// node returns what the session knows of node key, or nil.
+func (s *session) node(key conflicts.NodeID) *NodeID {
+	if key == s.w.cfg.self() && s.w.cfg.TargetTimeline != 0 {
+		return &NodeID{SysID: key.SysID, Timeline: s.w.cfg.TargetTimeline, DBOID: key.DBOID}
 	}
-	if id, ok := s.nodes[sysid]; ok && id.DBOID != 0 {
+	if id, ok := s.nodes[key]; ok && id.DBOID != 0 {
 		return &id
 	}
 	return nil

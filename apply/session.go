@@ -38,12 +38,12 @@ type session struct {
 	flush    *flushWatcher
 	pipe     pipeline
 
-	roident    uint32            // this worker's replication origin
-	origins    map[uint32]uint64 // replication origin id → node sysid
-	nodes      map[uint64]NodeID // node sysid → its identity
-	copies     map[uint32]bool   // origins of an initial copy
-	history    bool              // pgactive_conflict_history exists
-	tombstones bool              // pgactive_tombstones exists
+	roident    uint32                      // this worker's replication origin
+	origins    map[uint32]conflicts.NodeID // replication origin id → node
+	nodes      map[conflicts.NodeID]NodeID // node → its identity, with timeline
+	copies     map[uint32]bool             // origins of an initial copy
+	history    bool                        // pgactive_conflict_history exists
+	tombstones bool                        // pgactive_tombstones exists
 
 	open      bool // a chunked transaction is open locally
 	openLSN   pglogrepl.LSN

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgactive-go/pgactive/conflicts"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -23,12 +24,13 @@ type Config struct {
 	Group       string
 	Origin      string // origin node name
 	OriginSysID uint64
+	OriginDBOID uint32 // the origin's database OID
 	Target      string // this node's name
 	TargetSysID uint64 // this node's sysid
-	// TargetTimeline and TargetDBOID complete this node's identity in
-	// conflict history rows (optional).
+	TargetDBOID uint32 // this node's database OID
+	// TargetTimeline completes this node's identity in conflict history
+	// rows (optional).
 	TargetTimeline uint32
-	TargetDBOID    uint32
 	// Members returns the group's nodes by name, to tell which node last
 	// wrote a local row (optional).
 	Members func() map[string]NodeID
@@ -59,10 +61,22 @@ func (c *Config) Validate() error {
 		return errors.New("apply: group, origin and target names are required")
 	case c.OriginSysID == 0 || c.TargetSysID == 0:
 		return errors.New("apply: origin and target sysids are required")
+	case c.OriginDBOID == 0 || c.TargetDBOID == 0:
+		return errors.New("apply: origin and target database OIDs are required")
 	case c.DSN == "":
 		return errors.New("apply: DSN is required")
 	}
 	return nil
+}
+
+// self is this node, as conflict resolution tells nodes apart.
+func (c *Config) self() conflicts.NodeID {
+	return conflicts.NodeID{SysID: c.TargetSysID, DBOID: c.TargetDBOID}
+}
+
+// origin is the origin node, as conflict resolution tells nodes apart.
+func (c *Config) origin() conflicts.NodeID {
+	return conflicts.NodeID{SysID: c.OriginSysID, DBOID: c.OriginDBOID}
 }
 
 // NodeID identifies a node's database: system identifier, timeline and
@@ -73,11 +87,40 @@ type NodeID struct {
 	DBOID    uint32
 }
 
-// OriginName is the replication origin that records how far this node has
-// applied the transactions of node.
-func OriginName(group, node string) string {
+// key is the node as conflict resolution tells nodes apart.
+func (n NodeID) key() conflicts.NodeID { return conflicts.NodeID{SysID: n.SysID, DBOID: n.DBOID} }
+
+// OriginName is the replication origin that records how far the database
+// with OID dboid has applied the transactions of node. Replication origins
+// belong to the whole PostgreSQL cluster, so the name carries the database:
+// members of a group may share a cluster.
+func OriginName(dboid uint32, node string) string {
+	return originPrefix(dboid) + stream.Token(node)
+}
+
+// CopyOriginName is the replication origin of worker i of an initial copy
+// into the database with OID dboid: rows it writes are known to come from
+// the copy. No node's token holds a '.', so it never names a node's origin.
+func CopyOriginName(dboid uint32, i int) string {
+	return copyOriginPrefix(dboid) + strconv.Itoa(i)
+}
+
+func originPrefix(dboid uint32) string {
+	return "pgactive_" + strconv.FormatUint(uint64(dboid), 10) + "_"
+}
+
+func copyOriginPrefix(dboid uint32) string { return originPrefix(dboid) + "copy." }
+
+// LegacyOriginName is the name earlier versions gave the origin of node,
+// without the database, which every database of a cluster applying node
+// shared. An apply worker takes its progress over (setupOrigin), and rows
+// written under it are still attributed to node.
+func LegacyOriginName(group, node string) string {
 	return "pgactive_" + stream.Token(group) + "_" + stream.Token(node)
 }
+
+// OriginName is the replication origin this worker applies under.
+func (w *Worker) OriginName() string { return OriginName(w.cfg.TargetDBOID, w.cfg.Origin) }
 
 // Status is the live state of an apply worker, for lag reporting and metrics.
 type Status struct {
@@ -247,11 +290,21 @@ func (w *Worker) connect(ctx context.Context) (*pgx.Conn, error) {
 }
 
 // setupOrigin creates the replication origin if needed, binds this session to
-// it and returns its durable progress.
-func setupOrigin(ctx context.Context, conn *pgx.Conn, name string) (pglogrepl.LSN, error) {
+// it and returns its durable progress. An origin that has never moved takes
+// the progress of the legacy origin of the same node, if there is one, so
+// that a node upgraded from a version that named origins without the
+// database applies nothing twice.
+func setupOrigin(ctx context.Context, conn *pgx.Conn, name, legacy string) (pglogrepl.LSN, error) {
 	_, err := conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, name)
 	if err != nil {
 		return 0, fmt.Errorf("create replication origin %q: %w", name, err)
+	}
+	_, err = conn.Exec(ctx, `SELECT pg_replication_origin_advance($1, l.lsn)
+		FROM (SELECT CASE WHEN pg_replication_origin_oid($2) IS NOT NULL
+			THEN pg_replication_origin_progress($2, false) END AS lsn) AS l
+		WHERE l.lsn IS NOT NULL AND pg_replication_origin_progress($1, false) IS NULL`, name, legacy)
+	if err != nil {
+		return 0, fmt.Errorf("take over the progress of replication origin %q: %w", legacy, err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, name); err != nil {
 		return 0, fmt.Errorf("set up replication origin session %q: %w", name, err)
@@ -265,8 +318,8 @@ func (w *Worker) session(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	origin := OriginName(w.cfg.Group, w.cfg.Origin)
-	progress, err := setupOrigin(ctx, conn, origin)
+	origin := w.OriginName()
+	progress, err := setupOrigin(ctx, conn, origin, LegacyOriginName(w.cfg.Group, w.cfg.Origin))
 	if err != nil {
 		return err
 	}

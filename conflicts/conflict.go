@@ -106,12 +106,12 @@ func (c *Conflict) Error() string {
 	if c.Key != "" {
 		fmt.Fprintf(&b, " key %s", c.Key)
 	}
-	fmt.Fprintf(&b, ": remote %s from node %d at %s", c.Remote.Op, uint64(c.Remote.Origin), formatTime(c.Remote.CommitTime))
+	fmt.Fprintf(&b, ": remote %s from node %s at %s", c.Remote.Op, c.Remote.Origin, formatTime(c.Remote.CommitTime))
 	switch {
 	case c.Local.Exists:
-		fmt.Fprintf(&b, ", local row from node %d at %s", uint64(c.Local.Origin), formatTime(c.Local.CommitTime))
+		fmt.Fprintf(&b, ", local row from node %s at %s", c.Local.Origin, formatTime(c.Local.CommitTime))
 	case c.Local.Tombstone:
-		fmt.Fprintf(&b, ", local delete from node %d at %s", uint64(c.Local.Origin), formatTime(c.Local.CommitTime))
+		fmt.Fprintf(&b, ", local delete from node %s at %s", c.Local.Origin, formatTime(c.Local.CommitTime))
 	default:
 		b.WriteString(", no local row")
 	}

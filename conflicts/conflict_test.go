@@ -37,7 +37,7 @@ func TestConflictIs(t *testing.T) {
 				t.Errorf("Table = %q, want %q", got, want)
 			}
 			if got, want := c.Remote.Origin, upper; got != want {
-				t.Errorf("Remote.Origin = %d, want %d", got, want)
+				t.Errorf("Remote.Origin = %s, want %s", got, want)
 			}
 		})
 	}

@@ -2,11 +2,38 @@ package conflicts
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
-// NodeID is a node's system identifier (sysid). 0 never names a node.
-type NodeID uint64
+// NodeID identifies a node: the system identifier (sysid) of its
+// PostgreSQL cluster and the OID of its database, since the databases of one
+// cluster share the sysid. The zero NodeID never names a node.
+type NodeID struct {
+	SysID uint64
+	DBOID uint32
+}
+
+// IsZero reports whether id names no node.
+func (id NodeID) IsZero() bool { return id == NodeID{} }
+
+// Less orders nodes by sysid, then by database OID: the fixed order that
+// breaks ties between equal commit times.
+func (id NodeID) Less(o NodeID) bool {
+	if id.SysID != o.SysID {
+		return id.SysID < o.SysID
+	}
+	return id.DBOID < o.DBOID
+}
+
+// String is the sysid, followed by "/" and the database OID when known.
+func (id NodeID) String() string {
+	s := strconv.FormatUint(id.SysID, 10)
+	if id.DBOID != 0 {
+		s += "/" + strconv.FormatUint(uint64(id.DBOID), 10)
+	}
+	return s
+}
 
 // Version is the version of one row, by primary key, as the local node sees it.
 //
@@ -131,14 +158,14 @@ type Decision struct {
 
 // Wins reports whether version a (aTime, aOrigin) is later than version b
 // under last-update-wins: the later commit time wins; on equal commit times
-// the higher node ID wins. Times are compared at microsecond precision,
+// the higher node ID (NodeID.Less) wins. Times are compared at microsecond precision,
 // PostgreSQL's, so every node reaches the same answer from the same values.
 // Equal times and origins do not win.
 func Wins(aTime time.Time, aOrigin NodeID, bTime time.Time, bOrigin NodeID) bool {
 	if c := aTime.Truncate(time.Microsecond).Compare(bTime.Truncate(time.Microsecond)); c != 0 {
 		return c > 0
 	}
-	return aOrigin > bOrigin
+	return bOrigin.Less(aOrigin)
 }
 
 // Decide returns what the apply worker running on node self must do with the
@@ -157,7 +184,7 @@ func Decide(local Version, in Change, self NodeID) Decision {
 	if Validate(in, self) != nil {
 		return Abort()
 	}
-	if local.Origin == 0 {
+	if local.Origin.IsZero() {
 		local.Origin = self // roident 0: written locally
 	}
 	switch {
@@ -280,10 +307,10 @@ func Validate(in Change, self NodeID) error {
 	switch {
 	case in.Op < Insert || in.Op > Delete:
 		return fmt.Errorf("%w: unknown operation %v", ErrInvalidChange, in.Op)
-	case in.Origin == 0:
+	case in.Origin.IsZero():
 		return fmt.Errorf("%w: no origin node", ErrInvalidChange)
-	case self != 0 && in.Origin == self:
-		return fmt.Errorf("%w: origin %d is the local node", ErrInvalidChange, uint64(in.Origin))
+	case !self.IsZero() && in.Origin == self:
+		return fmt.Errorf("%w: origin %s is the local node", ErrInvalidChange, in.Origin)
 	}
 	return nil
 }

@@ -7,11 +7,11 @@ import (
 )
 
 // Nodes of the table tests: the local node is self.
-const (
-	self  NodeID = 10
-	lower NodeID = 5  // a remote node with a lower ID than self
-	upper NodeID = 20 // a remote node with a higher ID than self
-	other NodeID = 30
+var (
+	self  = NodeID{SysID: 10}
+	lower = NodeID{SysID: 5}  // a remote node with a lower ID than self
+	upper = NodeID{SysID: 20} // a remote node with a higher ID than self
+	other = NodeID{SysID: 30}
 )
 
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -110,7 +110,8 @@ func TestDecide(t *testing.T) {
 		// invalid changes
 		{"unknown op", Version{}, change(0, 6, upper), Abort()},
 		{"op out of range", Version{}, change(Delete+1, 6, upper), Abort()},
-		{"no origin", row(5, upper), change(Update, 6, 0), Abort()},
+		{"no origin", row(5, upper), change(Update, 6, NodeID{}), Abort()},
+		{"another database of the same cluster", row(5, NodeID{SysID: self.SysID, DBOID: 2}), change(Update, 6, NodeID{SysID: self.SysID, DBOID: 3}), conflict(ApplyAsIs, UpdateUpdate, KeepRemote)},
 		{"own change", row(5, upper), change(Update, 6, self), Abort()},
 	}
 	for _, tt := range tests {
@@ -169,13 +170,15 @@ func TestWins(t *testing.T) {
 		{"sub-microsecond difference is a tie", at(1).Add(999 * time.Nanosecond), lower, at(1), upper, false},
 		{"sub-microsecond difference is a tie, other way", at(1), upper, at(1).Add(999 * time.Nanosecond), lower, true},
 		{"time zone does not matter", at(1).In(time.FixedZone("X", 3600)), lower, at(1), upper, false},
-		{"node IDs compare unsigned", at(1), NodeID(1 << 63), at(1), NodeID(1<<63 - 1), true},
+		{"node IDs compare unsigned", at(1), NodeID{SysID: 1 << 63}, at(1), NodeID{SysID: 1<<63 - 1}, true},
+		{"tie, same cluster: higher database OID wins", at(1), NodeID{SysID: 7, DBOID: 16385}, at(1), NodeID{SysID: 7, DBOID: 16384}, true},
+		{"tie: sysid before database OID", at(1), NodeID{SysID: 8, DBOID: 1}, at(1), NodeID{SysID: 7, DBOID: 99999}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Wins(tt.aTime, tt.aOrigin, tt.bTime, tt.bOrigin)
 			if got != tt.want {
-				t.Errorf("Wins(%v, %d, %v, %d) = %v, want %v", tt.aTime, tt.aOrigin, tt.bTime, tt.bOrigin, got, tt.want)
+				t.Errorf("Wins(%v, %s, %v, %s) = %v, want %v", tt.aTime, tt.aOrigin, tt.bTime, tt.bOrigin, got, tt.want)
 			}
 		})
 	}
@@ -184,7 +187,7 @@ func TestWins(t *testing.T) {
 func TestWinsIsATotalOrder(t *testing.T) {
 	// For distinct versions exactly one wins over the other.
 	times := []time.Time{at(1), at(1).Add(time.Microsecond), at(2)}
-	origins := []NodeID{1, 2, 1 << 40}
+	origins := []NodeID{{SysID: 1}, {SysID: 2}, {SysID: 2, DBOID: 5}, {SysID: 1 << 40}}
 	for _, aT := range times {
 		for _, aO := range origins {
 			for _, bT := range times {
@@ -192,7 +195,7 @@ func TestWinsIsATotalOrder(t *testing.T) {
 					ab, ba := Wins(aT, aO, bT, bO), Wins(bT, bO, aT, aO)
 					same := aT.Equal(bT) && aO == bO
 					if same && (ab || ba) || !same && ab == ba {
-						t.Errorf("Wins(%v,%d | %v,%d) = %v, reverse %v", aT, aO, bT, bO, ab, ba)
+						t.Errorf("Wins(%v,%s | %v,%s) = %v, reverse %v", aT, aO, bT, bO, ab, ba)
 					}
 				}
 			}
@@ -208,8 +211,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", change(Update, 1, upper), false},
 		{"unknown op", change(0, 1, upper), true},
-		{"no origin", change(Insert, 1, 0), true},
+		{"no origin", change(Insert, 1, NodeID{}), true},
 		{"own origin", change(Delete, 1, self), true},
+		{"another database of the local cluster", change(Delete, 1, NodeID{SysID: self.SysID, DBOID: 7}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

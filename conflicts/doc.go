@@ -18,7 +18,8 @@
 // # Rules
 //
 // A change supersedes the local version when it comes from the same origin, or
-// when it Wins: later commit time, ties broken by the higher node ID. Then:
+// when it Wins: later commit time, ties broken by the higher node ID (sysid,
+// then database OID). Then:
 //
 //	change  local row                 action          conflict        resolution
 //	insert  none / older tombstone    ApplyAsIs       -

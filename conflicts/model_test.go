@@ -101,7 +101,7 @@ func (r *replica) deliver(c rowChange) (Decision, error) {
 	return d, nil
 }
 
-func (r *replica) name() string { return fmt.Sprintf("node %d", uint64(r.self)) }
+func (r *replica) name() string { return "node " + r.self.String() }
 
 // state renders the replica's keys, sorted, with local origins (0) named by
 // the node's ID so that replicas compare equal.
@@ -111,7 +111,7 @@ func (r *replica) state() string { return r.stateWith(numeric) }
 func (r *replica) stateWith(node func(NodeID) string) string {
 	norm := make(map[string]cell, len(r.rows))
 	for k, c := range r.rows {
-		if c.Origin == 0 {
+		if c.Origin.IsZero() {
 			c.Origin = r.self
 		}
 		norm[k] = c
@@ -120,7 +120,7 @@ func (r *replica) stateWith(node func(NodeID) string) string {
 }
 
 // numeric names a node by its ID.
-func numeric(id NodeID) string { return fmt.Sprint(uint64(id)) }
+func numeric(id NodeID) string { return id.String() }
 
 // render prints one line per key: "k=value @time/origin" for a row,
 // "k deleted @time/origin" for a tombstone.
@@ -154,7 +154,7 @@ func reference(changes []rowChange) string {
 	win := map[string]rowChange{}
 	for _, c := range changes {
 		w, ok := win[c.Key]
-		older := ok && (w.CommitTime.After(c.CommitTime) || w.CommitTime.Equal(c.CommitTime) && w.Origin > c.Origin)
+		older := ok && (w.CommitTime.After(c.CommitTime) || w.CommitTime.Equal(c.CommitTime) && c.Origin.Less(w.Origin))
 		if !older {
 			win[c.Key] = c
 		}

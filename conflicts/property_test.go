@@ -33,14 +33,15 @@ func forEachSeed(t *testing.T, check func(rng *rand.Rand) error) {
 }
 
 // nodeIDs returns n distinct random node IDs, so that the tie-break order
-// differs from the order of creation; some are above 1<<63.
+// differs from the order of creation; some are above 1<<63, and some share
+// a sysid (databases of one cluster).
 func nodeIDs(rng *rand.Rand, n int) []NodeID {
 	ids := make([]NodeID, 0, n)
-	seen := map[NodeID]bool{0: true}
+	seen := map[NodeID]bool{{}: true}
 	for len(ids) < n {
-		id := NodeID(rng.Uint64N(8) + 1)
+		id := NodeID{SysID: rng.Uint64N(8) + 1, DBOID: uint32(rng.IntN(3))}
 		if rng.IntN(2) == 0 {
-			id = NodeID(rng.Uint64())
+			id = NodeID{SysID: rng.Uint64()}
 		}
 		if !seen[id] {
 			seen[id] = true
@@ -102,7 +103,7 @@ func (m *mesh) deliverNext(q [2]int) error {
 	}
 	m.seen[outcome{c.Op, d}]++
 	if d.Action == Retry {
-		return fmt.Errorf("%v: %s from %d: unexpected retry %+v", r.name(), c, uint64(c.Origin), d)
+		return fmt.Errorf("%v: %s from %s: unexpected retry %+v", r.name(), c, c.Origin, d)
 	}
 	if m.rng.IntN(8) == 0 {
 		before := r.state()
@@ -110,7 +111,7 @@ func (m *mesh) deliverNext(q [2]int) error {
 			return fmt.Errorf("duplicate delivery: %w", err)
 		}
 		if after := r.state(); after != before {
-			return fmt.Errorf("%v: delivering %s from %d twice changed\n%s\nto\n%s", r.name(), c, uint64(c.Origin), before, after)
+			return fmt.Errorf("%v: delivering %s from %s twice changed\n%s\nto\n%s", r.name(), c, c.Origin, before, after)
 		}
 	}
 	if m.rng.IntN(8) != 0 {
@@ -161,7 +162,7 @@ func (m *mesh) check() error {
 func history(cs []rowChange) string {
 	s := ""
 	for _, c := range cs {
-		s += fmt.Sprintf("\n  %d@%s: %s", uint64(c.Origin), stamp(c.CommitTime), c)
+		s += fmt.Sprintf("\n  %s@%s: %s", c.Origin, stamp(c.CommitTime), c)
 	}
 	return s + "\n"
 }
@@ -322,7 +323,7 @@ func TestDecideIdempotent(t *testing.T) {
 			return err
 		}
 		if twice := r.state(); twice != once {
-			return fmt.Errorf("delivering %s from %d twice: once\n%stwice\n%s", c, uint64(c.Origin), once, twice)
+			return fmt.Errorf("delivering %s from %s twice: once\n%stwice\n%s", c, c.Origin, once, twice)
 		}
 		return nil
 	})

@@ -136,8 +136,8 @@ func (s *scenario) declare(args []string) error {
 			return fmt.Errorf("want NAME=ID with ID > 0, got %q", a)
 		}
 		s.names = append(s.names, name)
-		s.nodes[name] = newReplica(NodeID(n))
-		s.byID[NodeID(n)] = name
+		s.nodes[name] = newReplica(NodeID{SysID: n})
+		s.byID[NodeID{SysID: n}] = name
 	}
 	return nil
 }

@@ -986,9 +986,11 @@ AS $fn$
     END
 $fn$;
 
--- pgactive_<group>_, the start of the names of this node's group's
--- replication origins (apply.OriginName in Go), NULL outside a group.
-CREATE OR REPLACE FUNCTION pgactive._pgactive_origin_prefix()
+-- pgactive_<group>_, the start of the names earlier versions gave this
+-- node's group's replication origins, pgactive_<group>_<node> and
+-- pgactive_<group>_copy_<i> (apply.LegacyOriginName in Go), without the
+-- database; NULL outside a group.
+CREATE OR REPLACE FUNCTION pgactive._pgactive_legacy_origin_prefix()
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1001,23 +1003,29 @@ AS $fn$
 $fn$;
 
 -- Replication origins this database's agent applies under. Origins belong to
--- the whole cluster, not to a database, so only these are candidates: the
--- origins the agent reports in pgactive_stats, and those named for this
--- node's group and one of its nodes, pgactive_<group>_<node>, or its initial
--- copy, pgactive_<group>_copy_<i>. Names are matched whole: the prefix alone
--- would also match the origins of another group on the cluster whose name
--- starts with this one's and '_'.
+-- the whole cluster, not to a database, so only these are candidates: those
+-- named pgactive_<this database's OID>_... (apply.OriginName and
+-- apply.CopyOriginName in Go), the origins the agent reports in
+-- pgactive_stats, and the legacy names of the other nodes and of the copy.
+-- Legacy names are matched whole: their prefix would also match the origins
+-- of another group on the cluster whose name starts with this one's and '_'.
 CREATE OR REPLACE FUNCTION pgactive._pgactive_local_origins()
 RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ro.roname::text
-    FROM pg_catalog.pg_replication_origin ro, (SELECT pgactive._pgactive_origin_prefix() AS prefix) grp
-    WHERE ro.roname IN (SELECT s.origin_name FROM pgactive.pgactive_stats s)
-       OR ro.roname IN (SELECT grp.prefix || pgactive._pgactive_token(n.node_name) FROM pgactive.pgactive_nodes n)
-       OR (starts_with(ro.roname, grp.prefix || 'copy_')
-           AND substr(ro.roname, length(grp.prefix || 'copy_') + 1) ~ '^[0-9]+$')
+    FROM pg_catalog.pg_replication_origin ro,
+         (SELECT pgactive._pgactive_legacy_origin_prefix() AS legacy,
+                 'pgactive_' || (SELECT d.oid FROM pg_catalog.pg_database d
+                                 WHERE d.datname = pg_catalog.current_database()) || '_' AS own) p
+    WHERE starts_with(ro.roname, p.own)
+       OR ro.roname IN (SELECT s.origin_name FROM pgactive.pgactive_stats s)
+       OR ro.roname IN (SELECT p.legacy || pgactive._pgactive_token(n.node_name)
+                        FROM pgactive.pgactive_nodes n, pgactive.pgactive_get_local_nodeid() i
+                        WHERE (n.node_sysid, n.node_timeline, n.node_dboid) IS DISTINCT FROM (i.sysid, i.timeline, i.dboid))
+       OR (starts_with(ro.roname, p.legacy || 'copy_')
+           AND substr(ro.roname, length(p.legacy || 'copy_') + 1) ~ '^[0-9]+$')
 $fn$;
 
 -- Remove pgactive from this node: its slot, replication origins, publication,
@@ -1107,10 +1115,11 @@ BEGIN
             END;
         END LOOP;
     END LOOP;
-    -- Origins named like this group's, for no node this database knows,
-    -- may be another group's on this cluster: named, not dropped.
+    -- Origins named like this group's legacy ones, for no other node this
+    -- database knows, may be another group's or another database's on this
+    -- cluster: named, not dropped.
     FOR o IN SELECT ro.roname::text FROM pg_catalog.pg_replication_origin ro
-             WHERE starts_with(ro.roname, pgactive._pgactive_origin_prefix())
+             WHERE starts_with(ro.roname, pgactive._pgactive_legacy_origin_prefix())
                AND ro.roname NOT IN (SELECT pgactive._pgactive_local_origins())
              ORDER BY ro.roname LOOP
         RAISE NOTICE 'replication origin "%" is named like this group''s origins but for no node this database knows, so it may belong to another group on this cluster and was kept; if it was this node''s, drop it with: SELECT pg_replication_origin_drop(%L);', o, o;

@@ -2,13 +2,11 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pgactive-go/pgactive/node"
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -147,43 +145,6 @@ func TestLifecycleJoinErrors(t *testing.T) {
 	}
 	mustExec(t, conns[1], `INSERT INTO items VALUES (2, 'after the refused join')`)
 	WaitSameRows(t, time.Minute, "items", conns...)
-}
-
-// TestLifecycleSameClusterRefused: a database of a PostgreSQL cluster that
-// already has a member of the group is refused, whether it joins through SQL
-// or an agent is started for it, and nothing changes.
-func TestLifecycleSameClusterRefused(t *testing.T) {
-	ns, nodes := sqlGroup(t, 1, itemsSchema)
-	p := nodes[0]
-	p.CreateDatabase(t, "app2")
-	StartController(t, ns.URL(), p.DSN("app2"))
-	extSetUp(t, p, "app2")
-	p.Psql(t, "app2", serversSQL(nodes)+fmt.Sprintf(`CREATE SERVER node2 FOREIGN DATA WRAPPER pgactive_fdw OPTIONS (host '127.0.0.1', port '%d', dbname 'app2');
-CREATE USER MAPPING FOR postgres SERVER node2 OPTIONS (user 'postgres', password '%s');`, p.Port, p.Password))
-	WaitFor(t, 30*time.Second, "agent attached to app2", func() (bool, error) {
-		return strings.TrimSpace(p.Psql(t, "app2", "SELECT pgactive.pgactive_is_agent_attached();")) == "t", nil
-	})
-	const members = "SELECT string_agg(node_name || ':' || node_status::text, ',' ORDER BY node_name) FROM pgactive.pgactive_nodes;"
-	before := strings.TrimSpace(p.Psql(t, "app", members))
-
-	p.Psql(t, "app2", joinSQL(2, 1))
-	_, stderr, err := p.RunPsql("app2", "SELECT pgactive.pgactive_wait_for_node_ready(60);")
-	if err == nil || !strings.Contains(stderr, `member "node1" (database "app")`) || !strings.Contains(stderr, "use a database on another cluster") {
-		t.Fatalf("wait_for_node_ready after joining from the same cluster: err=%v, psql printed:\n%s", err, stderr)
-	}
-	wantOutput(t, "node rows on app2", p.Psql(t, "app2", "SELECT count(*) FROM pgactive.pgactive_nodes;"), "0")
-	wantOutput(t, "tables on app2", p.Psql(t, "app2", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public';"), "0")
-	wantOutput(t, "members on node1", p.Psql(t, "app", members), before)
-
-	err = runAgentOnce(t, ns.URL(), node.Config{Group: "app", Node: "node9", DSN: p.DSN("app2")})
-	if !errors.Is(err, node.ErrSameCluster) {
-		t.Fatalf("an agent for app2 in node1's group: got %v, want ErrSameCluster", err)
-	}
-	_, js := ConnectNATS(t, ns.URL())
-	if _, err := js.Stream(context.Background(), stream.StreamName("app", "node9")); err == nil {
-		t.Fatal("the refused agent created a stream")
-	}
-	wantOutput(t, "members on node1 after the refused agent", p.Psql(t, "app", members), before)
 }
 
 // TestReplicateDDL: pgactive_replicate_ddl_command runs the command on every

@@ -41,7 +41,7 @@ func newFakeAgent(t *testing.T, group, node string, origins ...string) *fakeAgen
 	}
 	f := &fakeAgent{c: c, ws: map[string]*apply.Worker{}}
 	for _, o := range origins {
-		w, err := apply.New(apply.Config{Group: group, Origin: o, OriginSysID: 2, Target: node, TargetSysID: 1, DSN: "dbname=x"},
+		w, err := apply.New(apply.Config{Group: group, Origin: o, OriginSysID: 2, OriginDBOID: 5, Target: node, TargetSysID: 1, TargetDBOID: 5, DSN: "dbname=x"},
 			&stream.Layout{Group: group}, &nats.Conn{}, log)
 		if err != nil {
 			t.Fatal(err)

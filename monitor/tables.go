@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/pgactive-go/pgactive/apply"
 	"github.com/pgactive-go/pgactive/conflicts"
 )
 
@@ -119,7 +118,7 @@ func (m *Monitor) stats(members map[string]member) []statsRow {
 		c := st.Conflicts()
 		r := statsRow{
 			OriginNode:       name,
-			OriginName:       apply.OriginName(m.cfg.Group, name),
+			OriginName:       w.OriginName(),
 			NrCommit:         st.Transactions.Load(),
 			NrRollback:       c[string(conflicts.UnhandledTxAbort)],
 			NrInsert:         st.Inserts.Load(),

@@ -183,7 +183,7 @@ func (a *Agent) setup(ctx context.Context) (Member, jetstream.KeyValue, error) {
 	if err != nil {
 		return Member{}, nil, err
 	}
-	if err := checkOwnCluster(members, a.cfg.Node, a.cfg.Group, id); err != nil {
+	if err := checkNotMember(members, a.cfg.Node, a.cfg.Group, id); err != nil {
 		return Member{}, nil, err
 	}
 	if _, err := a.layout.EnsureStream(ctx, a.cfg.Node); err != nil {
@@ -323,7 +323,7 @@ func (a *Agent) startApply(ctx context.Context, g *errgroup.Group, self, m Membe
 	if err := a.link(ctx, self, m); err != nil {
 		return err
 	}
-	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, Target: self.Name,
+	w, err := apply.New(apply.Config{Group: a.cfg.Group, Origin: m.Name, OriginSysID: m.SysID, OriginDBOID: m.DBOID, Target: self.Name,
 		TargetSysID: self.SysID, TargetTimeline: self.Timeline, TargetDBOID: self.DBOID,
 		DSN: a.cfg.DSN, Members: a.memberIDs, Paused: a.paused.Load,
 		ConflictLogging: a.conflictLogging, RetryMax: a.cfg.ApplyRetryMax}, a.layout, a.nc, a.base)
@@ -376,7 +376,7 @@ func (a *Agent) stopApply(origin string) <-chan struct{} {
 // the worker starts again from there.
 func (a *Agent) SkipChanges(ctx context.Context, m Member, upto string) error {
 	a.mu.Lock()
-	restart := a.run
+	restart, dboid := a.run, a.identity.DBOID
 	a.mu.Unlock()
 	select {
 	case <-a.stopApply(m.Name):
@@ -388,7 +388,7 @@ func (a *Agent) SkipChanges(ctx context.Context, m Member, upto string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	origin := apply.OriginName(a.cfg.Group, m.Name)
+	origin := apply.OriginName(dboid, m.Name)
 	_, err = conn.Exec(ctx, `SELECT pg_replication_origin_advance($1, $2::pg_lsn)
 		WHERE pg_replication_origin_oid($1) IS NOT NULL
 		  AND coalesce(pg_replication_origin_progress($1, true), '0/0') < $2::pg_lsn`, origin, upto)

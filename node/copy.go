@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -11,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgactive-go/pgactive/stream"
+	"github.com/pgactive-go/pgactive/apply"
 )
 
 // copyCommitTime is the commit time of every copied row on the joining node:
@@ -163,12 +162,6 @@ func (t *copyTracker) copied() int64 {
 	return min(n, t.total)
 }
 
-// copyOrigin is the replication origin worker i of the joining node's
-// initial copy commits under.
-func copyOrigin(group string, i int) string {
-	return "pgactive_" + stream.Token(group) + "_copy_" + strconv.Itoa(i)
-}
-
 // copyData copies the chunks from the snapshot into the joining database
 // with up to j.cfg.Workers workers, each a connection to either side.
 func (j *joiner) copyData(ctx context.Context, snap *snapshot, chunks []copyChunk, tr *copyTracker) error {
@@ -212,7 +205,7 @@ func (j *joiner) copyWorker(ctx context.Context, i int, snap *snapshot, work <-c
 	if _, err := dst.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fmt.Errorf("node %q: set synchronous_commit: %w", j.cfg.Node, err)
 	}
-	origin := copyOrigin(j.cfg.Group, i)
+	origin := apply.CopyOriginName(j.dboid, i)
 	if _, err := dst.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, origin); err != nil {
 		return fmt.Errorf("create replication origin %q: %w", origin, err)
 	}

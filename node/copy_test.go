@@ -39,9 +39,6 @@ func TestCopyTableSQL(t *testing.T) {
 	if got := (&copyTable{schema: "s", name: "t"}).columnList(); got != "" {
 		t.Errorf("columnList of a table without columns: got %q, want empty", got)
 	}
-	if got, want := copyOrigin("my.group", 1), "pgactive_my_group_copy_1"; got != want {
-		t.Errorf("copyOrigin: got %s, want %s", got, want)
-	}
 	if got, want := quoteLiteral("00000003-0000000A-1'"), "'00000003-0000000A-1'''"; got != want {
 		t.Errorf("quoteLiteral: got %s, want %s", got, want)
 	}

@@ -168,7 +168,8 @@ type joiner struct {
 	kv         jetstream.KeyValue
 	registered bool // the member record, stream or consumers may exist
 	members    []Member
-	restoring  bool // the joining database holds part of the copy
+	restoring  bool   // the joining database holds part of the copy
+	dboid      uint32 // the joining database's OID, which names its replication origins
 }
 
 // snapshot is the source's exported snapshot and where it stands.
@@ -195,6 +196,7 @@ func (j *joiner) run(ctx context.Context) (err error) {
 		return err
 	}
 	j.progress.DBName = id.DBName
+	j.dboid = id.DBOID
 	if err := checkEmpty(ctx, local, j.cfg.Node, id.DBName); err != nil {
 		return err
 	}
@@ -458,9 +460,6 @@ func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Ide
 	if source == nil {
 		return Member{}, fmt.Errorf("node %q is not a member of group %q: join from one of its members", j.cfg.SourceNode, j.cfg.Group)
 	}
-	if err := checkOwnCluster(members, j.cfg.Node, j.cfg.Group, id); err != nil {
-		return Member{}, err
-	}
 	if source.Status != StateReady {
 		return Member{}, fmt.Errorf("node %q of group %q is not ready (status %s): join from a ready member", source.Name, j.cfg.Group, source.Status)
 	}
@@ -514,11 +513,17 @@ func (j *joiner) exportSnapshot(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	snap.applied = map[string]pglogrepl.LSN{}
+	var srcDBOID uint32
+	for _, m := range j.members {
+		if m.Name == j.cfg.SourceNode {
+			srcDBOID = m.DBOID
+		}
+	}
 	for _, m := range j.members {
 		if m.Name == j.cfg.SourceNode {
 			continue
 		}
-		lsn, err := originProgress(ctx, lock, apply.OriginName(j.cfg.Group, m.Name))
+		lsn, err := originProgress(ctx, lock, apply.OriginName(srcDBOID, m.Name), apply.LegacyOriginName(j.cfg.Group, m.Name))
 		if err != nil {
 			snap.close(ctx)
 			return nil, fmt.Errorf("node %q: %w", j.cfg.SourceNode, err)
@@ -582,10 +587,15 @@ func tempSlotName() (string, error) {
 
 // originProgress is the durable position of a replication origin, or 0 if
 // the origin does not exist or has none.
-func originProgress(ctx context.Context, conn *pgx.Conn, origin string) (pglogrepl.LSN, error) {
+func originProgress(ctx context.Context, conn *pgx.Conn, origin, legacy string) (pglogrepl.LSN, error) {
+	// A source upgraded from a version that named origins without the
+	// database holds the progress under the legacy name until its apply
+	// worker takes it over.
 	var lsn *string
-	err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_replication_origin_oid($1) IS NOT NULL
-		THEN pg_replication_origin_progress($1, false)::text END`, origin).Scan(&lsn)
+	err := conn.QueryRow(ctx, `SELECT coalesce(
+		CASE WHEN pg_replication_origin_oid($1) IS NOT NULL THEN pg_replication_origin_progress($1, false) END,
+		CASE WHEN pg_replication_origin_oid($2) IS NOT NULL THEN pg_replication_origin_progress($2, false) END)::text`,
+		origin, legacy).Scan(&lsn)
 	if err != nil {
 		return 0, fmt.Errorf("read progress of origin %q: %w", origin, err)
 	}
@@ -632,7 +642,7 @@ func (j *joiner) setOrigins(ctx context.Context, conn *pgx.Conn, snap *snapshot)
 	}
 	slices.Sort(names)
 	for _, m := range names {
-		origin := apply.OriginName(j.cfg.Group, m)
+		origin := apply.OriginName(j.dboid, m)
 		_, err := conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, origin)
 		if err != nil {
 			return fmt.Errorf("create replication origin %q: %w", origin, err)

@@ -55,27 +55,13 @@ func seqID(members []Member, name string) int {
 	}
 }
 
-// ErrSameCluster means a database would join a group that already has a
-// member on its PostgreSQL cluster.
-var ErrSameCluster = errors.New("another member of the group is on the same PostgreSQL cluster")
-
-// checkOwnCluster refuses node (database id) in a group where another
-// member, not detached, is a database of the same PostgreSQL cluster.
-// Conflict resolution tells members apart by system identifier (DESIGN §7:
-// last update wins, ties broken by node sysid; the commit-timestamp origins
-// map to sysids), which the databases of one cluster share: rows written by
-// one would count as the other's, and their conflicts would go unseen.
-func checkOwnCluster(members []Member, node, group string, id Identity) error {
+// checkNotMember refuses node (database id) when the database is already
+// another member of the group, not detached.
+func checkNotMember(members []Member, node, group string, id Identity) error {
 	for _, m := range members {
-		if m.Name == node || m.SysID != id.SysID || m.Status == StateDetached {
-			continue
-		}
-		if m.DBOID == id.DBOID {
+		if m.Name != node && m.SysID == id.SysID && m.DBOID == id.DBOID && m.Status != StateDetached {
 			return fmt.Errorf("database %q is already member %q of group %q", id.DBName, m.Name, group)
 		}
-		return fmt.Errorf("%w: database %q (system identifier %d) and member %q (database %q) of group %q: "+
-			"pgactive-go tells members apart by system identifier, so each member needs a PostgreSQL cluster of its own; "+
-			"use a database on another cluster", ErrSameCluster, id.DBName, id.SysID, m.Name, m.DBName, group)
 	}
 	return nil
 }
