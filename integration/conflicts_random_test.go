@@ -26,21 +26,41 @@ func conflictSeeds() int {
 
 // TestConflictsRandomThreeNodes writes inserts, updates and deletes of a few
 // shared keys on three nodes at once (many conflicts of every kind), and
-// checks that all nodes hold the same rows once writes stop.
+// checks that all nodes hold the same rows once writes stop. The nodes are
+// databases of three PostgreSQL clusters, then three databases of one
+// cluster, which share a system identifier.
 func TestConflictsRandomThreeNodes(t *testing.T) {
-	ns := StartNATS(t)
-	var pgs [3]*Postgres
-	var conns []*pgx.Conn
-	var agents []*Agent
-	for i := range pgs {
-		pgs[i] = StartPostgres(t)
-		pgs[i].CreateDatabase(t, "app")
-		pgs[i].Exec(t, "app", `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL, who text NOT NULL)`)
-		conns = append(conns, pgs[i].Connect(t, "app"))
-		createSchema(t, conns[i])
+	for _, layout := range []struct {
+		name     string
+		clusters int // node i is a database of cluster i % clusters
+	}{{"three clusters", 3}, {"one cluster", 1}} {
+		clusters := layout.clusters
+		t.Run(layout.name, func(t *testing.T) {
+			pgs := make([]*Postgres, clusters)
+			for i := range pgs {
+				pgs[i] = StartPostgres(t)
+			}
+			var dsns []string
+			var conns []*pgx.Conn
+			for i := range 3 {
+				p, db := pgs[i%clusters], fmt.Sprintf("app%d", i+1)
+				p.CreateDatabase(t, db)
+				p.Exec(t, db, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL, who text NOT NULL)`)
+				dsns, conns = append(dsns, p.DSN(db)), append(conns, p.Connect(t, db))
+				createSchema(t, conns[i])
+			}
+			randomThreeNodes(t, dsns, conns)
+		})
 	}
-	for i := range pgs {
-		agents = append(agents, StartAgent(t, ns.URL(), node.Config{Group: "app", Node: fmt.Sprintf("n%d", i+1), DSN: pgs[i].DSN("app")}))
+}
+
+// randomThreeNodes runs the seeded workloads on the databases dsns, connected
+// as conns.
+func randomThreeNodes(t *testing.T, dsns []string, conns []*pgx.Conn) {
+	ns := StartNATS(t)
+	var agents []*Agent
+	for i, dsn := range dsns {
+		agents = append(agents, StartAgent(t, ns.URL(), node.Config{Group: "app", Node: fmt.Sprintf("n%d", i+1), DSN: dsn}))
 	}
 	for i, a := range agents {
 		var others []string
@@ -57,12 +77,12 @@ func TestConflictsRandomThreeNodes(t *testing.T) {
 	for seed := 1; seed <= conflictSeeds(); seed++ {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			var wg sync.WaitGroup
-			errs := make(chan error, len(pgs))
-			for i := range pgs {
+			errs := make(chan error, len(dsns))
+			for i := range dsns {
 				wg.Add(1)
 				go func(i int) {
 					defer wg.Done()
-					errs <- randomWrites(pgs[i].DSN("app"), uint64(seed), uint64(i), 300)
+					errs <- randomWrites(dsns[i], uint64(seed), uint64(i), 300)
 				}(i)
 			}
 			wg.Wait()
@@ -74,7 +94,7 @@ func TestConflictsRandomThreeNodes(t *testing.T) {
 			}
 			if !eventuallySame(conns, "kv", time.Minute) {
 				for i, c := range conns {
-					t.Logf("node %d (sysid %d) rows: %v", i+1, agents[i].Identity().SysID, TableRows(t, c, "kv"))
+					t.Logf("node %d (sysid %d, database %d) rows: %v", i+1, agents[i].Identity().SysID, agents[i].Identity().DBOID, TableRows(t, c, "kv"))
 					rows, _ := c.Query(context.Background(), `SELECT conflict_type::text, conflict_resolution::text, coalesce(local_tuple::text,''), coalesce(remote_tuple::text,''),
 						remote_commit_time::text, coalesce(local_commit_time::text,''), remote_node_sysid, coalesce(local_tuple_origin_sysid,'') FROM pgactive.pgactive_conflict_history ORDER BY conflict_id DESC LIMIT 40`)
 					for rows.Next() {
