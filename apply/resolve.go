@@ -150,7 +150,7 @@ func (s *session) originNode(roident uint32) conflicts.NodeID {
 	return conflicts.NodeID{SysID: 1} // rows of an initial copy: older than any node's change
 }
 
-// loadOrigins maps this database's replication origins to member sysids.
+// loadOrigins maps this database's replication origins to the members they apply.
 func (s *session) loadOrigins(ctx context.Context) error {
 	s.origins = map[uint32]conflicts.NodeID{}
 	rows, err := s.conn.Query(ctx, `SELECT roident, roname FROM pg_replication_origin`)
