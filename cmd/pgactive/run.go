@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
@@ -49,11 +50,50 @@ func runAgents(ctx context.Context, args []string, _ io.Writer, stderr io.Writer
 		return serveHTTP(gctx, cfg.HTTP, h, log)
 	})
 	for _, dsn := range cfg.DSNs {
-		c := node.NewController(node.ControllerConfig{DSN: dsn, NC: nc, JS: js, Replicas: replicas,
-			CreateSchema: createSchema, Monitors: monitors, Log: log})
-		g.Go(func() error { return c.Run(gctx) })
+		g.Go(func() error {
+			return serveDatabase(gctx, node.RedactDSN(dsn), log, func(ctx context.Context) error {
+				return node.NewController(node.ControllerConfig{DSN: dsn, NC: nc, JS: js, Replicas: replicas,
+					CreateSchema: createSchema, Monitors: monitors, Log: log}).Run(ctx)
+			})
+		})
 	}
 	return g.Wait()
+}
+
+// Waits before serving a database again after its controller stopped.
+const (
+	restartMin = time.Second
+	restartMax = time.Minute
+)
+
+// serveDatabase runs serve, the controller of one database, until ctx ends.
+// When it stops with an error (the database unreachable, a start-up check
+// failed), the databases of the other --dsn go on, and this one is served
+// again after a wait that doubles from restartMin to restartMax, as long as
+// the failures come quickly. db names the database in the log, without
+// credentials.
+func serveDatabase(ctx context.Context, db string, log *slog.Logger, serve func(context.Context) error) error {
+	wait := restartMin
+	for {
+		started := time.Now()
+		err := serve(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		if time.Since(started) > restartMax {
+			wait = restartMin
+		}
+		log.Error("cannot serve the database, trying again", "dsn", db, "err", err, "backoff", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, restartMax)
+	}
 }
 
 // connectNATS connects the agents to the servers of --nats or, without it,

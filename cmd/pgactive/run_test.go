@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -133,5 +134,62 @@ func TestRunServesHTTP(t *testing.T) {
 	}
 	if strings.Contains(logged.String(), pg.Password) {
 		t.Fatal("the agent's log shows the PostgreSQL password")
+	}
+}
+
+// TestRunServesEachDatabase: `pgactive run` serves two databases; one of
+// them cannot be served yet (it does not exist). The other is served all
+// the same, the log says what is wrong with the first and shows no
+// password, and once the database is created it is served too, without a
+// restart.
+func TestRunServesEachDatabase(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pg := integration.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
+	natsPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	logged := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- runAgents(runCtx, []string{"--dsn", pg.DSN("app"), "--dsn", pg.DSN("later"),
+			"--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort), "--data-dir", t.TempDir(), "--create-schema"}, io.Discard, logged)
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("pgactive run: %v", err)
+		}
+	}()
+	attached := func(db string) func() (bool, error) {
+		return func() (bool, error) {
+			conn, err := pgx.Connect(ctx, pg.DSN(db))
+			if err != nil {
+				return false, err
+			}
+			defer conn.Close(ctx)
+			var ok bool
+			err = conn.QueryRow(ctx, "SELECT pgactive.pgactive_is_agent_attached()").Scan(&ok)
+			return ok, err
+		}
+	}
+	integration.WaitFor(t, time.Minute, "app served", attached("app"))
+	integration.WaitFor(t, time.Minute, "the error about database later logged", func() (bool, error) {
+		s := logged.String()
+		return strings.Contains(s, "cannot serve the database") && strings.Contains(s, `database \"later\" does not exist`), nil
+	})
+	pg.CreateDatabase(t, "later")
+	integration.WaitFor(t, time.Minute, "later served once created", attached("later"))
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("pgactive run ended: %v", err)
+	default:
+	}
+	if strings.Contains(logged.String(), pg.Password) {
+		t.Fatal("the log shows the PostgreSQL password")
 	}
 }
