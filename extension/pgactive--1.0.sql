@@ -860,6 +860,19 @@ BEGIN
                                     req.request_id, req.request),
                     HINT = format('Fix the cause and call pgactive.pgactive_%s again.', req.request);
             END IF;
+            IF FOUND AND req.state IN ('pending', 'running') THEN
+                -- The agent deletes the node row of a failed request before
+                -- it records the failure: wait for its outcome.
+                IF NOT pgactive.pgactive_is_agent_attached() THEN
+                    PERFORM pgactive._pgactive_require_agent();
+                END IF;
+                IF timeout > 0 AND clock_timestamp() - started >= make_interval(secs => timeout) THEN
+                    RAISE EXCEPTION USING
+                        MESSAGE = format('the %s request did not finish within %s seconds', req.request, timeout);
+                END IF;
+                PERFORM pg_catalog.pg_sleep(poll);
+                CONTINUE;
+            END IF;
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = 'this database is not a pgactive node',
                 HINT = 'Run pgactive.pgactive_create_group(...) or pgactive.pgactive_join_group(...) first.';

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -167,5 +169,50 @@ SELECT pgactive.pgactive_replicate_ddl_command('CREATE TABLE public.more (id int
 	WaitSameRows(t, time.Minute, "more", conns...)
 	if got := count(t, conns[1], `SELECT count(*) FROM items WHERE note = 'with note'`); got != 1 {
 		t.Fatalf("row written after the ALTER on node2: got %d, want 1", got)
+	}
+}
+
+// TestWaitForNodeReadyWaitsForTheOutcome: the agent deletes the node row of
+// a join it could not carry out before it records the failure;
+// pgactive_wait_for_node_ready called in between waits for the outcome and
+// reports the request's error, not "this database is not a pgactive node".
+// The agent's part is played by the test, in a session named as the agent's
+// (pgactive_is_agent_attached looks for it), so that no agent takes the
+// request meanwhile.
+func TestWaitForNodeReadyWaitsForTheOutcome(t *testing.T) {
+	p := StartPostgres(t)
+	p.CreateDatabase(t, "app")
+	extSetUp(t, p, "app")
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(p.DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["application_name"] = "pgactive:agent"
+	agent, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close(ctx)
+	// A join the agent is undoing: running, its node row already gone.
+	mustExec(t, agent, `INSERT INTO pgactive.pgactive_requests (request, args, state) VALUES ('join_group', '{"node_name": "n2"}', 'running')`)
+	type result struct {
+		stderr string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, stderr, err := p.RunPsql("app", "SELECT pgactive.pgactive_wait_for_node_ready(60);")
+		done <- result{stderr, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("wait_for_node_ready returned before the request finished: err=%v\n%s", r.err, r.stderr)
+	case <-time.After(2 * time.Second):
+	}
+	mustExec(t, agent, `UPDATE pgactive.pgactive_requests SET state = 'failed', error = 'join_using_dsn: authentication failed', finished_at = now()`)
+	r := <-done
+	if r.err == nil || !strings.Contains(r.stderr, "join_using_dsn: authentication failed") {
+		t.Fatalf("wait_for_node_ready after the join failed: err=%v, psql printed:\n%s", r.err, r.stderr)
 	}
 }
