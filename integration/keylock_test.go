@@ -96,8 +96,10 @@ func TestConflictKeyLockedWhileDeciding(t *testing.T) {
 // later one, so it stays on both nodes. In one case the row was last written
 // by n2, so n1's update takes the slow path at once and waits in its read of
 // the row; in the other it was last written by n1, so the fast path's update
-// is the one that waits. Both cases lost the local update when the commit
-// time and origin were read with a join (apply/resolve.go lockRowSQL).
+// is the one that waits and must find, re-checking the row it waited for,
+// that n1 no longer wrote it. The first case lost the local update when the
+// commit time and origin were read with a join (apply/resolve.go lockRowSQL);
+// the second guards the fast path's re-check.
 func TestConflictLocalCommitWhileDeciding(t *testing.T) {
 	p := newPair(t, itemsSchema, [2]string{"n1", "n2"}, [2]string{})
 	ctx := context.Background()
