@@ -27,29 +27,13 @@ func TestRunServesHTTP(t *testing.T) {
 	defer cancel()
 	pg := integration.StartPostgres(t)
 	pg.CreateDatabase(t, "app")
-	natsPort, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	httpPort, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
-
-	runCtx, stop := context.WithCancel(ctx)
-	logged := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- runAgents(runCtx, []string{"--dsn", pg.DSN("app"), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-			"--data-dir", t.TempDir(), "--http", httpAddr, "--create-schema"}, io.Discard, logged)
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("pgactive run: %v", err)
-		}
-	}()
+	run := startRun(t, ctx, "--dsn", pg.DSN("app"), "--http", httpAddr, "--create-schema")
+	logged := run.log
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + httpAddr + path)
@@ -126,12 +110,7 @@ func TestRunServesHTTP(t *testing.T) {
 		err := conn2.QueryRow(ctx, "SELECT node_status::text FROM pgactive.pgactive_nodes WHERE node_name = 'endpoint1-app'").Scan(&status)
 		return status == "k", err
 	})
-	select {
-	case err := <-done:
-		done <- err
-		t.Fatalf("pgactive run ended when PostgreSQL restarted: %v", err)
-	default:
-	}
+	run.checkRunning(t)
 	if strings.Contains(logged.String(), pg.Password) {
 		t.Fatal("the agent's log shows the PostgreSQL password")
 	}
@@ -147,23 +126,8 @@ func TestRunServesEachDatabase(t *testing.T) {
 	defer cancel()
 	pg := integration.StartPostgres(t)
 	pg.CreateDatabase(t, "app")
-	natsPort, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	logged := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- runAgents(runCtx, []string{"--dsn", pg.DSN("app"), "--dsn", pg.DSN("later"),
-			"--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort), "--data-dir", t.TempDir(), "--create-schema"}, io.Discard, logged)
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("pgactive run: %v", err)
-		}
-	}()
+	run := startRun(t, ctx, "--dsn", pg.DSN("app"), "--dsn", pg.DSN("later"), "--create-schema")
+	logged := run.log
 	attached := func(db string) func() (bool, error) {
 		return func() (bool, error) {
 			conn, err := pgx.Connect(ctx, pg.DSN(db))
@@ -183,13 +147,47 @@ func TestRunServesEachDatabase(t *testing.T) {
 	})
 	pg.CreateDatabase(t, "later")
 	integration.WaitFor(t, time.Minute, "later served once created", attached("later"))
-	select {
-	case err := <-done:
-		done <- err
-		t.Fatalf("pgactive run ended: %v", err)
-	default:
-	}
+	run.checkRunning(t)
 	if strings.Contains(logged.String(), pg.Password) {
 		t.Fatal("the log shows the PostgreSQL password")
+	}
+}
+
+// runProc is `pgactive run` running in the test process.
+type runProc struct {
+	log  *lockedBuffer
+	done chan error
+}
+
+// startRun starts `pgactive run` with args, an embedded NATS server on a
+// free port and a data directory of the test's. It stops when the test ends,
+// which fails if it ended with an error.
+func startRun(t *testing.T, ctx context.Context, args ...string) *runProc {
+	t.Helper()
+	natsPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append(args, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort), "--data-dir", t.TempDir())
+	runCtx, stop := context.WithCancel(ctx)
+	r := &runProc{log: &lockedBuffer{}, done: make(chan error, 1)}
+	go func() { r.done <- runAgents(runCtx, args, io.Discard, r.log) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-r.done; err != nil {
+			t.Errorf("pgactive run: %v", err)
+		}
+	})
+	return r
+}
+
+// checkRunning fails the test if `pgactive run` has ended.
+func (r *runProc) checkRunning(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		t.Fatalf("pgactive run ended: %v", err)
+	default:
 	}
 }
