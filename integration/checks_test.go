@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgactive-go/pgactive/node"
+	"github.com/pgactive-go/pgactive/stream"
 )
 
 // runAgentOnce runs an agent for cfg and returns the error it stops with.
@@ -68,6 +69,39 @@ func TestStartupChecks(t *testing.T) {
 			for _, secret := range []string{good.Password, replica.Password, noTS.Password, slotsTaken.Password, noSenders.Password, "not-the-password", plainPassword} {
 				if strings.Contains(err.Error(), secret) {
 					t.Fatalf("error reveals a password: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestAgentRefusesAnotherIdentity: an agent is refused when its database is
+// already a member under another node name, or when its node name belongs
+// to another database of the same cluster; the refused agent creates no
+// stream.
+func TestAgentRefusesAnotherIdentity(t *testing.T) {
+	ns := StartNATS(t)
+	p := StartPostgres(t)
+	for _, db := range []string{"app", "app2"} {
+		p.CreateDatabase(t, db)
+		createSchema(t, p.Connect(t, db))
+	}
+	StartAgent(t, ns.URL(), node.Config{Group: "app", Node: "n1", DSN: p.DSN("app")})
+	_, js := ConnectNATS(t, ns.URL())
+	for _, tt := range []struct {
+		name, node, db, want string
+	}{
+		{"same database, another name", "n9", "app", `database "app" is already member "n1" of group "app"`},
+		{"same name, another database of the cluster", "n1", "app2", `node name "n1" is already used by another database`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runAgentOnce(t, ns.URL(), node.Config{Group: "app", Node: tt.node, DSN: p.DSN(tt.db)})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error with %q", err, tt.want)
+			}
+			if tt.node != "n1" {
+				if _, err := js.Stream(context.Background(), stream.StreamName("app", tt.node)); err == nil {
+					t.Fatalf("the refused agent created stream %s", stream.StreamName("app", tt.node))
 				}
 			}
 		})

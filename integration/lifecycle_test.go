@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -183,17 +181,7 @@ func TestWaitForNodeReadyWaitsForTheOutcome(t *testing.T) {
 	p := StartPostgres(t)
 	p.CreateDatabase(t, "app")
 	extSetUp(t, p, "app")
-	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(p.DSN("app"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.RuntimeParams["application_name"] = "pgactive:agent"
-	agent, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Close(ctx)
+	agent := extAttachAgent(t, p, "app")
 	// A join the agent is undoing: running, its node row already gone.
 	mustExec(t, agent, `INSERT INTO pgactive.pgactive_requests (request, args, state) VALUES ('join_group', '{"node_name": "n2"}', 'running')`)
 	type result struct {

@@ -446,6 +446,9 @@ func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Ide
 	if err != nil {
 		return Member{}, err
 	}
+	if err := checkNotMember(members, j.cfg.Node, j.cfg.Group, id); err != nil {
+		return Member{}, err
+	}
 	var source *Member
 	for i, m := range members {
 		switch {
@@ -453,8 +456,6 @@ func (j *joiner) checkMembers(ctx context.Context, kv jetstream.KeyValue, id Ide
 			source = &members[i]
 		case m.Name == j.cfg.Node && m.Status != StateBeginning && m.Status != StateCopying:
 			return Member{}, fmt.Errorf("node name %q is already used in group %q (status %s): choose another node name", m.Name, j.cfg.Group, m.Status)
-		case m.Name != j.cfg.Node && m.SysID == id.SysID && m.DBOID == id.DBOID && m.Status != StateDetached:
-			return Member{}, fmt.Errorf("this database is already member %q of group %q", m.Name, j.cfg.Group)
 		}
 	}
 	if source == nil {
