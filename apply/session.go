@@ -149,7 +149,7 @@ func (s *session) gather(msgs <-chan jetstream.Msg, group []jetstream.Msg) (_ []
 // on error.
 func (s *session) handleGroup(ctx context.Context, group []jetstream.Msg) (int, error) {
 	for i, msg := range group {
-		txn, idx, err := s.take(ctx, msg)
+		txns, idx, err := s.take(ctx, msg)
 		if err != nil {
 			if idx >= 0 {
 				i++
@@ -159,26 +159,30 @@ func (s *session) handleGroup(ctx context.Context, group []jetstream.Msg) (int, 
 			}
 			return i, err
 		}
-		if txn == nil {
-			continue
-		}
-		if pipelined(txn) && !s.open {
-			s.pipe.add(queued{txn: txn, held: idx, size: len(msg.Data())})
-			if s.pipe.full() {
-				if err := s.flushPipeline(ctx); err != nil {
-					return i + 1, err
-				}
+		for j, txn := range txns {
+			// The message is done with its last transaction.
+			held := -1
+			if j == len(txns)-1 {
+				held = idx
 			}
-			continue
-		}
-		if err := s.flushPipeline(ctx); err != nil {
-			return i + 1, err
-		}
-		if err := s.applyMsg(ctx, txn, idx, false); err != nil {
-			return i + 1, err
-		}
-		if err := s.ackFlushed(); err != nil {
-			return i + 1, err
+			if pipelined(txn) && !s.open {
+				s.pipe.add(queued{txn: txn, held: held, size: len(msg.Data()) / len(txns)})
+				if s.pipe.full() {
+					if err := s.flushPipeline(ctx); err != nil {
+						return i + 1, err
+					}
+				}
+				continue
+			}
+			if err := s.flushPipeline(ctx); err != nil {
+				return i + 1, err
+			}
+			if err := s.applyMsg(ctx, txn, held, false); err != nil {
+				return i + 1, err
+			}
+			if err := s.ackFlushed(); err != nil {
+				return i + 1, err
+			}
 		}
 	}
 	if err := s.flushPipeline(ctx); err != nil {
@@ -188,10 +192,10 @@ func (s *session) handleGroup(ctx context.Context, group []jetstream.Msg) (int, 
 }
 
 // take checks one delivered message and holds it. It returns the
-// transaction to apply, or nil when there is nothing to apply (applied
+// transactions to apply, none when there is nothing to apply (applied
 // before, parked, or delivered again while held), and the message's index
 // in held (-1 when not held).
-func (s *session) take(ctx context.Context, msg jetstream.Msg) (*stream.Txn, int, error) {
+func (s *session) take(ctx context.Context, msg jetstream.Msg) ([]*stream.Txn, int, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return nil, -1, fmt.Errorf("read message metadata: %w", err)
@@ -209,37 +213,55 @@ func (s *session) take(ctx context.Context, msg jetstream.Msg) (*stream.Txn, int
 	}
 	s.expected = seq + 1
 
-	txn, err := stream.Decode(msg.Data())
-	if err == nil && (txn.Origin != s.w.cfg.Origin || txn.OriginSysID != s.w.cfg.OriginSysID) {
-		err = fmt.Errorf("%w: message from node %q (sysid %d) on the stream of node %q", stream.ErrMalformed, txn.Origin, txn.OriginSysID, s.w.cfg.Origin)
-	}
-	if err == nil && s.open && (txn.CommitLSN != s.openLSN || txn.Chunk != s.nextChunk) && txn.Chunk != 0 {
-		err = fmt.Errorf("%w: chunk %d of transaction %s out of order", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
-	}
-	if err == nil && !s.open && txn.Chunk != 0 && txn.CommitLSN > s.progress {
-		err = fmt.Errorf("%w: chunk %d of transaction %s without its start", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
+	txns, err := stream.DecodeMsg(msg.Data())
+	if err == nil {
+		err = s.checkOrder(txns[0])
 	}
 	if err != nil {
 		idx := s.hold(msg.Reply(), !s.open)
 		return nil, idx, s.park(ctx, msg, seq, err)
 	}
-	if txn.CommitLSN <= s.progress || s.pipe.covers(txn.CommitLSN) {
-		// Applied before: a re-delivery or a re-publish.
-		return nil, s.hold(msg.Reply(), !s.open), nil
-	}
-	if txn.Last {
-		s.w.status.Delivered.Observe(txn.Time(), time.Now())
-	}
-	if txn.Chunk == 0 {
-		if ahead, warn := conflicts.FutureCommit(txn.Time(), time.Now(), conflicts.DefaultSkewTolerance); warn {
-			s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",
-				"lsn", txn.CommitLSN, "ahead", ahead)
+	// Skip what was applied before: a re-delivery or a re-publish.
+	todo := txns[:0]
+	for _, txn := range txns {
+		if txn.CommitLSN > s.progress && !s.pipe.covers(txn.CommitLSN) {
+			todo = append(todo, txn)
 		}
 	}
-	if err := s.matchKeys(ctx, txn); err != nil {
-		return nil, -1, s.keyError(ctx, txn, err)
+	if len(todo) == 0 {
+		return nil, s.hold(msg.Reply(), !s.open), nil
 	}
-	return txn, s.hold(msg.Reply(), false), nil
+	now := time.Now()
+	for _, txn := range todo {
+		if txn.Last {
+			s.w.status.Delivered.Observe(txn.Time(), now)
+		}
+		if txn.Chunk == 0 {
+			if ahead, warn := conflicts.FutureCommit(txn.Time(), now, conflicts.DefaultSkewTolerance); warn {
+				s.w.log.Warn("remote commit time is ahead of this node's clock: check the clocks (NTP), last update wins depends on them",
+					"lsn", txn.CommitLSN, "ahead", ahead)
+			}
+		}
+		if err := s.matchKeys(ctx, txn); err != nil {
+			return nil, -1, s.keyError(ctx, txn, err)
+		}
+	}
+	return todo, s.hold(msg.Reply(), false), nil
+}
+
+// checkOrder checks that a message's first transaction is from the
+// worker's origin and fits the chunks applied before it (DecodeMsg checks
+// the transactions after it).
+func (s *session) checkOrder(txn *stream.Txn) error {
+	switch {
+	case txn.Origin != s.w.cfg.Origin || txn.OriginSysID != s.w.cfg.OriginSysID:
+		return fmt.Errorf("%w: message from node %q (sysid %d) on the stream of node %q", stream.ErrMalformed, txn.Origin, txn.OriginSysID, s.w.cfg.Origin)
+	case s.open && (txn.CommitLSN != s.openLSN || txn.Chunk != s.nextChunk) && txn.Chunk != 0:
+		return fmt.Errorf("%w: chunk %d of transaction %s out of order", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
+	case !s.open && txn.Chunk != 0 && txn.CommitLSN > s.progress:
+		return fmt.Errorf("%w: chunk %d of transaction %s without its start", stream.ErrMalformed, txn.Chunk, txn.CommitLSN)
+	}
+	return nil
 }
 
 // checkRetention moves past messages the stream no longer holds (removed by

@@ -77,6 +77,9 @@ type Status struct {
 	Transactions atomic.Uint64
 	Changes      atomic.Uint64
 	Bytes        atomic.Uint64
+	// Messages counts the JetStream messages published: whole transactions
+	// decoded at once share one (see session.add).
+	Messages atomic.Uint64
 	// Delay is how long transactions took from their commit to being
 	// decoded here (the walsender waits for the commit to be flushed, then
 	// decodes it).
@@ -142,16 +145,21 @@ func (c *Capturer) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	return conn, nil
 }
 
-// slotConfirmed reads the slot's confirmed position: feedback must never go below it.
-func slotConfirmed(ctx context.Context, conn *pgconn.PgConn, slot string) (pglogrepl.LSN, error) {
-	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '"+slot+"'").ReadAll()
+// slotConfirmed reads the slot's confirmed position, which feedback must
+// never go below, and the end of the WAL.
+func slotConfirmed(ctx context.Context, conn *pgconn.PgConn, slot string) (confirmed, walEnd pglogrepl.LSN, err error) {
+	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn, pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = '"+slot+"'").ReadAll()
 	if err != nil {
-		return 0, fmt.Errorf("read slot %q: %w", slot, err)
+		return 0, 0, fmt.Errorf("read slot %q: %w", slot, err)
 	}
 	if len(res) != 1 || len(res[0].Rows) != 1 || res[0].Rows[0][0] == nil {
-		return 0, fmt.Errorf("slot %q does not exist", slot)
+		return 0, 0, fmt.Errorf("slot %q does not exist", slot)
 	}
-	return pglogrepl.ParseLSN(string(res[0].Rows[0][0]))
+	if confirmed, err = pglogrepl.ParseLSN(string(res[0].Rows[0][0])); err != nil {
+		return 0, 0, err
+	}
+	walEnd, err = pglogrepl.ParseLSN(string(res[0].Rows[0][1]))
+	return confirmed, walEnd, err
 }
 
 // session runs one replication connection until an error.
@@ -162,11 +170,11 @@ func (c *Capturer) session(ctx context.Context) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	confirmed, err := slotConfirmed(ctx, conn, c.cfg.Slot)
+	confirmed, walEnd, err := slotConfirmed(ctx, conn, c.cfg.Slot)
 	if err != nil {
 		return err
 	}
-	last, err := c.lastStored(ctx)
+	stored, err := c.stored(ctx, walEnd)
 	if err != nil {
 		return err
 	}
@@ -181,8 +189,9 @@ func (c *Capturer) session(ctx context.Context) error {
 		c:       c,
 		conn:    conn,
 		asm:     NewAssembler(c.cfg.Node, c.cfg.SysID, c.cfg.ChunkSize),
-		win:     newWindow(c.js, stream.StreamName(c.cfg.Group, c.cfg.Node), c.cfg.MaxPending, c.cfg.MaxPendingBytes, confirmed, last),
+		win:     newWindow(c.js, stream.StreamName(c.cfg.Group, c.cfg.Node), c.cfg.MaxPending, c.cfg.MaxPendingBytes, confirmed, stored.seq),
 		subject: stream.TxnSubject(c.cfg.Group, c.cfg.Node),
+		stored:  stored,
 	}
 	err = s.loop(ctx)
 	if ctx.Err() != nil {
@@ -202,7 +211,17 @@ type session struct {
 	lastStatus time.Time
 	// readDeadline is the connection's read deadline (see receive).
 	readDeadline time.Time
+	// batch holds whole transactions decoded but not yet published (see
+	// flushBatch); batchEnd is the end of the last transaction it covers.
+	batch    stream.Batch
+	batchEnd pglogrepl.LSN
+	// stored is what the stream held when the session began.
+	stored storedEnd
 }
+
+// maxBatchTxns bounds the transactions of one message; Config.ChunkSize
+// bounds its size.
+const maxBatchTxns = 256
 
 func (s *session) loop(ctx context.Context) error {
 	for {
@@ -212,6 +231,13 @@ func (s *session) loop(ctx context.Context) error {
 		s.c.status.Confirmed.Store(uint64(s.win.confirmed))
 		if time.Since(s.lastStatus) >= s.c.cfg.StatusInterval {
 			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		}
+		// Transactions wait in the batch only while more of the stream is
+		// already read: the next read could block.
+		if s.batch.Len() > 0 && s.conn.Frontend().ReadBufferLen() == 0 {
+			if err := s.flushBatch(ctx); err != nil {
 				return err
 			}
 		}
@@ -271,7 +297,7 @@ func (s *session) handle(ctx context.Context, raw pgproto3.BackendMessage) error
 			}
 			// Between transactions with nothing outstanding, every commit
 			// before the sent position is stored: the slot may pass it.
-			if !s.asm.InTxn() && s.win.empty() && pkm.ServerWALEnd > s.win.confirmed {
+			if !s.asm.InTxn() && s.batch.Len() == 0 && s.win.empty() && pkm.ServerWALEnd > s.win.confirmed {
 				s.win.confirmed = pkm.ServerWALEnd
 			}
 			if pkm.ReplyRequested {
@@ -295,34 +321,79 @@ func (s *session) xlog(ctx context.Context, data []byte) error {
 		return err
 	}
 	if ev.Chunk != nil {
-		var end pglogrepl.LSN
-		if ev.Chunk.Last {
-			end = ev.EndLSN
-		}
-		m, err := stream.NewMsg(s.subject, ev.Chunk)
-		if err != nil {
-			return err
-		}
-		if max := s.c.cfg.MaxPayload; max > 0 && len(m.Data)+1024 > max {
-			// Retrying cannot help; the slot keeps the transaction until the
-			// operator raises the limit, so nothing is lost.
-			return fmt.Errorf("transaction %s has a row of %d bytes encoded, over the NATS server's max_payload of %d bytes: raise max_payload in the NATS server configuration (up to 64MB) and restart it",
-				ev.Chunk.CommitLSN, len(m.Data), max)
-		}
-		if err := s.win.publish(ctx, m, end); err != nil {
-			return err
-		}
-		s.c.status.Changes.Add(uint64(len(ev.Chunk.Changes)))
-		s.c.status.Bytes.Add(uint64(len(m.Data)))
-		if ev.Chunk.Last {
-			s.c.status.Delay.Observe(ev.Chunk.Time(), time.Now())
-			s.c.status.Transactions.Add(1)
-			s.c.status.Published.Store(uint64(ev.Chunk.CommitLSN))
+		return s.add(ctx, ev)
+	}
+	if ev.Done {
+		s.ended(ev.EndLSN)
+	}
+	return nil
+}
+
+// ended records a transaction that publishes nothing, ending at end.
+func (s *session) ended(end pglogrepl.LSN) {
+	if s.batch.Len() > 0 {
+		s.batchEnd = end // confirmed with the batch
+		return
+	}
+	s.win.done(end)
+}
+
+// add puts a decoded transaction or chunk in the batch, publishing the batch
+// first when the two do not go in one message, and after when it is full.
+func (s *session) add(ctx context.Context, ev Event) error {
+	txn := ev.Chunk
+	if s.stored.holds(txn) {
+		// Stored by an earlier session: nothing to publish. Confirmed with
+		// what is published next, or at once.
+		if txn.Last {
+			s.ended(ev.EndLSN)
 		}
 		return nil
 	}
-	if ev.Done {
-		s.win.done(ev.EndLSN)
+	limit := s.c.cfg.ChunkSize
+	if max := s.c.cfg.MaxPayload; max > 0 {
+		limit = min(limit, max-1024) // only a transaction alone can exceed it
+	}
+	ok, err := s.batch.Add(txn, limit)
+	if err == nil && !ok {
+		if err := s.flushBatch(ctx); err != nil {
+			return err
+		}
+		_, err = s.batch.Add(txn, limit)
+	}
+	if err != nil {
+		return err
+	}
+	s.batchEnd = 0
+	if txn.Last {
+		s.batchEnd = ev.EndLSN
+		s.c.status.Delay.Observe(txn.Time(), time.Now())
+		s.c.status.Transactions.Add(1)
+	}
+	s.c.status.Changes.Add(uint64(len(txn.Changes)))
+	if !txn.Last || txn.Chunk > 0 || s.batch.Len() >= maxBatchTxns || s.batch.Size() >= limit {
+		return s.flushBatch(ctx)
+	}
+	return nil
+}
+
+// flushBatch publishes the batch as one message.
+func (s *session) flushBatch(ctx context.Context) error {
+	last := *s.batch.Last()
+	m := s.batch.Msg(s.subject)
+	if max := s.c.cfg.MaxPayload; max > 0 && len(m.Data)+1024 > max {
+		// Retrying cannot help; the slot keeps the transaction until the
+		// operator raises the limit, so nothing is lost.
+		return fmt.Errorf("transaction %s has a row of %d bytes encoded, over the NATS server's max_payload of %d bytes: raise max_payload in the NATS server configuration (up to 64MB) and restart it",
+			last.CommitLSN, len(m.Data), max)
+	}
+	if err := s.win.publish(ctx, m, s.batchEnd); err != nil {
+		return err
+	}
+	s.c.status.Bytes.Add(uint64(len(m.Data)))
+	s.c.status.Messages.Add(1)
+	if last.Last {
+		s.c.status.Published.Store(uint64(last.CommitLSN))
 	}
 	return nil
 }
@@ -340,27 +411,4 @@ func (s *session) sendStatus(ctx context.Context) error {
 		return fmt.Errorf("send slot feedback: %w", err)
 	}
 	return nil
-}
-
-// lastStored waits until no publish of an earlier session is still in flight
-// (it could otherwise be stored after this session's first message), then
-// reads the stream's last sequence.
-func (c *Capturer) lastStored(ctx context.Context) (uint64, error) {
-	select {
-	case <-c.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-time.After(2 * pubAckTimeout):
-		return 0, errors.New("publishes of the previous session are still unanswered")
-	}
-	name := stream.StreamName(c.cfg.Group, c.cfg.Node)
-	st, err := c.js.Stream(ctx, name)
-	if err != nil {
-		return 0, fmt.Errorf("find stream %s: %w", name, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read stream %s: %w", name, err)
-	}
-	return info.State.LastSeq, nil
 }

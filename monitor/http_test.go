@@ -92,6 +92,7 @@ func exampleGroup(t *testing.T) []*Monitor {
 	a1.c.Status().Transactions.Add(7)
 	a1.c.Status().Changes.Add(70)
 	a1.c.Status().Bytes.Add(7000)
+	a1.c.Status().Messages.Add(3)
 	w := a1.ws["node2"].Status()
 	w.Running.Store(true)
 	w.Transactions.Add(5)
@@ -204,6 +205,7 @@ func TestHandlerMetrics(t *testing.T) {
 		{"pgactive_capture_transactions_total", []string{"group=app", "node=node1"}, 7},
 		{"pgactive_capture_changes_total", []string{"group=app", "node=node1"}, 70},
 		{"pgactive_capture_bytes_total", []string{"group=app", "node=node1"}, 7000},
+		{"pgactive_capture_messages_total", []string{"group=app", "node=node1"}, 3},
 	} {
 		if got := value(t, fams, c.name, c.labels...); got != c.want {
 			t.Errorf("%s{%v}: got %v, want %v", c.name, c.labels, got, c.want)

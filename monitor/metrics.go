@@ -25,7 +25,7 @@ type descs struct {
 	// The apply workers of the process's agents.
 	applyRunning, applyTxns, applyChanges, applyErrors, applyParked, applyConflicts, applyCommit, applyDelay *prometheus.Desc
 	// The capture workers of the process's agents.
-	captureRunning, captureTxns, captureChanges, captureBytes, captureDelay *prometheus.Desc
+	captureRunning, captureTxns, captureChanges, captureBytes, captureMsgs, captureDelay *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -77,6 +77,8 @@ func newDescs() descs {
 			"Row changes node's capture published.", capture),
 		captureBytes: d("pgactive_capture_bytes_total",
 			"Encoded bytes node's capture published.", capture),
+		captureMsgs: d("pgactive_capture_messages_total",
+			"JetStream messages node's capture published; whole transactions decoded at once share one.", capture),
 		captureDelay: d("pgactive_capture_delay_seconds",
 			"Time from a transaction's commit on node to its decoding by node's capture (the walsender sends a commit once it is flushed).", capture),
 	}
@@ -85,7 +87,7 @@ func newDescs() descs {
 func (d *descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.pendingDecoding, d.pendingApply, d.lagSeconds, d.pendingMessages, d.active,
 		d.failing, d.updated, d.applyRunning, d.applyTxns, d.applyChanges, d.applyErrors, d.applyParked, d.applyConflicts,
-		d.applyCommit, d.applyDelay, d.captureRunning, d.captureTxns, d.captureChanges, d.captureBytes, d.captureDelay}
+		d.applyCommit, d.applyDelay, d.captureRunning, d.captureTxns, d.captureChanges, d.captureBytes, d.captureMsgs, d.captureDelay}
 }
 
 // collector reads the lag rows and the workers' live statuses at scrape time.
@@ -131,6 +133,7 @@ func (c *collector) collectWorkers(ch chan<- prometheus.Metric, m *Monitor) {
 		counter(ch, c.d.captureTxns, st.Transactions.Load(), labels)
 		counter(ch, c.d.captureChanges, st.Changes.Load(), labels)
 		counter(ch, c.d.captureBytes, st.Bytes.Load(), labels)
+		counter(ch, c.d.captureMsgs, st.Messages.Load(), labels)
 		histogram(ch, c.d.captureDelay, &st.Delay, labels)
 	}
 	for origin, w := range m.Agent().Appliers() {

@@ -34,7 +34,17 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add(b)
 	}
+	for _, seed := range [][]*stream.Txn{smallTxns(), smallTxns()[1:]} {
+		var batch stream.Batch
+		for _, txn := range seed {
+			if _, err := batch.Add(txn, 1<<20); err != nil {
+				f.Fatalf("Add: %v", err)
+			}
+		}
+		f.Add(batch.Msg("s").Data)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkDecodeMsg(t, b)
 		txn, err := stream.Decode(b)
 		if err != nil {
 			if !errors.Is(err, stream.ErrMalformed) {
@@ -67,6 +77,37 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("encoding is not stable:\n%x\n%x", again, third)
 		}
 	})
+}
+
+// checkDecodeMsg checks that DecodeMsg accepts b or refuses it as
+// malformed, and that what it accepts goes into one message again and reads
+// back the same.
+func checkDecodeMsg(t *testing.T, b []byte) {
+	txns, err := stream.DecodeMsg(b)
+	if err != nil {
+		if !errors.Is(err, stream.ErrMalformed) || strings.Contains(err.Error(), "runtime error") || txns != nil {
+			t.Fatalf("DecodeMsg: %v (%d transactions returned)", err, len(txns))
+		}
+		return
+	}
+	if len(txns) == 1 {
+		return // Decode's checks below cover a body of one
+	}
+	var batch stream.Batch
+	for _, txn := range txns {
+		if ok, err := batch.Add(txn, len(b)+1<<20); err != nil || !ok {
+			t.Fatalf("Add of an accepted transaction: %t, %v", ok, err)
+		}
+	}
+	again, err := stream.DecodeMsg(batch.Msg("s").Data)
+	if err != nil {
+		t.Fatalf("DecodeMsg of a re-encoded body: %v\nbody %x", err, b)
+	}
+	for i := range txns {
+		if got, want := normalized(again[i]), normalized(txns[i]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("transaction %d decodes differently when re-encoded:\n got %+v\nwant %+v", i, got, want)
+		}
+	}
 }
 
 func fuzzSeeds() []*stream.Txn {

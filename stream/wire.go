@@ -13,8 +13,13 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// WireVersion is the version of the wire format this build writes and reads.
-const WireVersion = 1
+// WireVersion is the version of the wire format this build writes. It reads
+// MinWireVersion to WireVersion: version 1 bodies hold one transaction or
+// chunk; version 2 bodies may hold several whole transactions (batch.go).
+const (
+	WireVersion    = 2
+	MinWireVersion = 1
+)
 
 // Message headers (DESIGN §5). They repeat what the body says so that
 // `nats stream view` is readable without decoding the body.
@@ -258,8 +263,8 @@ func Decode(b []byte) (t *Txn, err error) {
 }
 
 func (t *Txn) validate() error {
-	if t.V != WireVersion {
-		return fmt.Errorf("wire version %d, this build reads %d", t.V, WireVersion)
+	if t.V < MinWireVersion || t.V > WireVersion {
+		return fmt.Errorf("wire version %d, this build reads %d to %d", t.V, MinWireVersion, WireVersion)
 	}
 	if t.Origin == "" || t.OriginSysID == 0 || t.CommitLSN == 0 {
 		return errors.New("origin, origin sysid and commit LSN are required")
@@ -330,27 +335,6 @@ func (t *Txn) Tables() []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
-}
-
-// NewMsg builds the JetStream message for t on subject: body plus headers.
-func NewMsg(subject string, t *Txn) (*nats.Msg, error) {
-	body, err := Encode(t)
-	if err != nil {
-		return nil, err
-	}
-	// The header names are in canonical form already: set the map directly
-	// rather than through Header.Set, which canonicalises each name again.
-	h := make(nats.Header, 7)
-	h[HeaderMsgID] = []string{t.MsgID()}
-	h[HeaderOrigin] = []string{t.Origin}
-	h[HeaderCommitLSN] = []string{t.CommitLSN.String()}
-	h[HeaderCommitTime] = []string{t.Time().Format(time.RFC3339Nano)}
-	if tables := t.Tables(); len(tables) > 0 {
-		h[HeaderTables] = []string{strings.Join(tables, ",")}
-	}
-	h[HeaderChunk] = []string{strconv.Itoa(t.Chunk)}
-	h[HeaderLastChunk] = []string{strconv.FormatBool(t.Last)}
-	return &nats.Msg{Subject: subject, Header: h, Data: body}, nil
 }
 
 // Headers of a parked message.

@@ -214,7 +214,7 @@ func TestDecodeRejects(t *testing.T) {
 		body []byte
 	}{
 		{"version 0", withVersion(0)},
-		{"version 2", withVersion(2)},
+		{"version 3", withVersion(3)},
 		{"negative version", withVersion(-1)},
 		{"no version field", marshal(t, map[string]any{"on": "n1", "os": 1, "l": 16})},
 		{"missing origin", encode(t, func(x *stream.Txn) { x.Origin = "" })},
@@ -287,45 +287,66 @@ func TestDecodeRejectsEveryTruncation(t *testing.T) {
 	}
 }
 
-const goldenTxn = "testdata/txn_v1.golden"
-
-// TestGolden pins the bytes of a fixed transaction: the wire format is a
-// contract between versions, so a change here needs a new WireVersion.
-// Run with -update to rewrite the file after a deliberate change.
+// TestGolden pins the bytes of fixed message bodies: the wire format is a
+// contract between versions, so a change here needs a new WireVersion, and
+// bodies of every earlier version must still decode. Run with -update to
+// rewrite the files of the current version after a deliberate change.
 func TestGolden(t *testing.T) {
-	b, err := stream.Encode(fullTxn())
-	if err != nil {
-		t.Fatalf("Encode: %v", err)
+	v1 := fullTxn()
+	v1.V = 1
+	tests := []struct {
+		file string
+		// body encodes the fixture in the current version; nil for a file
+		// of an earlier version.
+		body func(t *testing.T) []byte
+		want []*stream.Txn
+	}{
+		{"testdata/txn_v1.golden", nil, []*stream.Txn{v1}},
+		{"testdata/txn_v2.golden", func(t *testing.T) []byte {
+			b, err := stream.Encode(fullTxn())
+			if err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			return b
+		}, []*stream.Txn{fullTxn()}},
+		{"testdata/batch_v2.golden", func(t *testing.T) []byte {
+			return batchBody(t, smallTxns()...)
+		}, smallTxns()},
 	}
-	got := hexLines(b)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(goldenTxn), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(goldenTxn, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	for _, tt := range tests {
+		t.Run(filepath.Base(tt.file), func(t *testing.T) {
+			if tt.body != nil {
+				got := hexLines(tt.body(t))
+				if *update {
+					if err := os.WriteFile(tt.file, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				raw, err := os.ReadFile(tt.file)
+				if err != nil {
+					t.Fatalf("read golden file (run with -update to create it): %v", err)
+				}
+				if want := string(raw); got != want {
+					t.Errorf("encoding of the fixture changed (a wire format change needs a new WireVersion):\n got %s\nwant %s", got, want)
+				}
+			}
+			raw, err := os.ReadFile(tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := hex.DecodeString(strings.ReplaceAll(string(raw), "\n", ""))
+			if err != nil {
+				t.Fatalf("golden file is not hex: %v", err)
+			}
+			got, err := stream.DecodeMsg(body)
+			if err != nil {
+				t.Fatalf("DecodeMsg: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("golden body decodes to\n%+v\nwant %+v", got, tt.want)
+			}
+		})
 	}
-	raw, err := os.ReadFile(goldenTxn)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if want := string(raw); got != want {
-		t.Errorf("encoding of the fixed transaction changed (a wire format change needs a new WireVersion):\n got %s\nwant %s", got, want)
-	}
-	t.Run("decodes", func(t *testing.T) {
-		body, err := hex.DecodeString(strings.ReplaceAll(string(raw), "\n", ""))
-		if err != nil {
-			t.Fatalf("golden file is not hex: %v", err)
-		}
-		got, err := stream.Decode(body)
-		if err != nil {
-			t.Fatalf("Decode: %v", err)
-		}
-		if want := fullTxn(); !reflect.DeepEqual(got, want) {
-			t.Errorf("golden body decodes to\n%+v\nwant %+v", got, want)
-		}
-	})
 }
 
 // hexLines formats b as lower-case hex, 32 bytes a line.
@@ -438,6 +459,7 @@ func TestNewMsg(t *testing.T) {
 				stream.HeaderTables:     "app.audit,public.accounts",
 				stream.HeaderChunk:      "2",
 				stream.HeaderLastChunk:  "true",
+				stream.HeaderTxns:       "1",
 			},
 		},
 		{
@@ -454,6 +476,7 @@ func TestNewMsg(t *testing.T) {
 				stream.HeaderTables:     "a.z,public.a,public.b",
 				stream.HeaderChunk:      "0",
 				stream.HeaderLastChunk:  "false",
+				stream.HeaderTxns:       "1",
 			},
 		},
 		{
@@ -469,6 +492,7 @@ func TestNewMsg(t *testing.T) {
 				stream.HeaderTables:     "",
 				stream.HeaderChunk:      "0",
 				stream.HeaderLastChunk:  "true",
+				stream.HeaderTxns:       "1",
 			},
 		},
 	}
