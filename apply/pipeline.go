@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -124,7 +125,9 @@ func (s *session) sendPipeline(ctx context.Context, txns []queued) (int, error) 
 			// Send what came before; this one fails first in the next round.
 			return s.sendPipeline(ctx, txns[:i])
 		}
-		b.ExecParams("COMMIT", nil, nil, nil, nil)
+		if err := s.queueCommit(ctx, b); err != nil {
+			return 0, err
+		}
 		spans = append(spans, span{rows: n + 2, commit: n + 2 + k})
 		n += 2 + k + 1
 	}
@@ -173,17 +176,35 @@ func (s *session) execBatch(ctx context.Context, b *pgconn.Batch) (int, error) {
 // as of its snapshot (it takes the lock exclusively); it is taken before the
 // transaction has an xid, so it never delays the snapshot itself.
 func (s *session) queueBegin(ctx context.Context, b *pgconn.Batch, txn *stream.Txn) error {
-	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	pg := s.conn.PgConn()
+	if err := s.stmts.queue(ctx, pg, b, "BEGIN", nil); err != nil {
+		return err
+	}
 	s.locks.reset()
-	return s.stmts.queue(ctx, s.conn.PgConn(), b, originSetupSQL,
-		[][]byte{[]byte(txn.CommitLSN.String()), []byte(pgTimestamp(txn))})
+	return s.stmts.queueFormat(ctx, pg, b, originSetupSQL, originSetupParams(txn), binaryParams)
 }
 
-const originSetupSQL = "SELECT pg_advisory_xact_lock_shared(" + joinLockSQL +
-	"), pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)"
+// queueCommit adds the COMMIT of a local transaction to b.
+func (s *session) queueCommit(ctx context.Context, b *pgconn.Batch) error {
+	return s.stmts.queue(ctx, s.conn.PgConn(), b, "COMMIT", nil)
+}
 
-// pgTimestamp is the transaction's commit time as PostgreSQL reads a
-// timestamptz.
-func pgTimestamp(txn *stream.Txn) string {
-	return txn.Time().UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+// originSetupSQL opens an applied transaction; its parameters are a pg_lsn
+// and a timestamptz in binary form (originSetupParams), which the server
+// reads without parsing text.
+const originSetupSQL = "SELECT pg_advisory_xact_lock_shared(" + joinLockSQL +
+	"), pg_replication_origin_xact_setup($1, $2)"
+
+// pgEpochMicros is PostgreSQL's timestamp epoch, 2000-01-01 UTC, in
+// microseconds since the Unix epoch.
+const pgEpochMicros = 946_684_800_000_000
+
+// originSetupParams are the transaction's commit LSN and commit time in the
+// binary forms of pg_lsn and timestamptz: 64-bit big-endian integers, the
+// time in microseconds since 2000-01-01 UTC.
+func originSetupParams(txn *stream.Txn) [][]byte {
+	buf := make([]byte, 16)
+	binary.BigEndian.PutUint64(buf, uint64(txn.CommitLSN))
+	binary.BigEndian.PutUint64(buf[8:], uint64(txn.CommitTime-pgEpochMicros))
+	return [][]byte{buf[:8], buf[8:]}
 }

@@ -24,10 +24,19 @@ type preparedStmts struct {
 // queue adds sql with text-format params to b, prepared on first use.
 // Past maxPrepared statements, sql is parsed each time it runs.
 func (p *preparedStmts) queue(ctx context.Context, conn *pgconn.PgConn, b *pgconn.Batch, sql string, params [][]byte) error {
+	return p.queueFormat(ctx, conn, b, sql, params, nil)
+}
+
+// binaryParams is the parameter format code that sends every parameter in its
+// type's binary form.
+var binaryParams = []int16{1}
+
+// queueFormat is queue with the parameters' format codes (nil: all text).
+func (p *preparedStmts) queueFormat(ctx context.Context, conn *pgconn.PgConn, b *pgconn.Batch, sql string, params [][]byte, formats []int16) error {
 	sd, ok := p.byText[sql]
 	if !ok {
 		if len(p.byText) >= maxPrepared {
-			b.ExecParams(sql, params, nil, nil, nil)
+			b.ExecParams(sql, params, nil, formats, nil)
 			return nil
 		}
 		if p.byText == nil {
@@ -40,6 +49,6 @@ func (p *preparedStmts) queue(ctx context.Context, conn *pgconn.PgConn, b *pgcon
 		}
 		p.byText[sql] = sd
 	}
-	b.ExecStatement(sd, params, nil, nil)
+	b.ExecStatement(sd, params, formats, nil)
 	return nil
 }

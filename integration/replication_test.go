@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,6 +96,22 @@ func TestTwoNodesBothWrite(t *testing.T) {
 	}
 	if got := count(t, a, `SELECT count(*) FROM items WHERE (pg_xact_commit_timestamp_origin(xmin)).roident = 0 AND id BETWEEN 101 AND 150`); got != 50 {
 		t.Fatalf("rows node1 updated itself and kept as local writes: got %d, want 50 (an echo would mark them remote)", got)
+	}
+	// Applied rows carry their origin's commit time, to the microsecond:
+	// last update wins compares them.
+	commitTimes := func(conn *pgx.Conn) []string {
+		rows, err := conn.Query(context.Background(), `SELECT id || ' ' || pg_xact_commit_timestamp(xmin)::text FROM items ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if ta, tb := commitTimes(a), commitTimes(b); !slices.Equal(ta, tb) || len(ta) != 180 {
+		t.Fatalf("commit times of the rows differ between the nodes:\n%s", describeDiff(ta, tb))
 	}
 
 	mustExec(t, b, `TRUNCATE items`)
