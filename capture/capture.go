@@ -194,11 +194,13 @@ func (c *Capturer) session(ctx context.Context) error {
 		stored:  stored,
 	}
 	err = s.loop(ctx)
-	if ctx.Err() != nil {
-		// Final feedback with what is durably stored, then stop.
-		_ = s.win.drain()
-		_ = s.sendStatus(context.WithoutCancel(ctx))
-	}
+	// Final feedback with what is durably stored, whatever ended the
+	// session (the connection may be gone: then the slot keeps the last
+	// feedback). The next session starts from the slot, after it.
+	_ = s.win.drain()
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = s.sendStatus(fctx)
 	return err
 }
 

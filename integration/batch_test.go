@@ -68,7 +68,7 @@ func TestBacklogInBatches(t *testing.T) {
 	if txns != uint64(published) || msgs >= txns {
 		t.Errorf("node1's capture published %d transactions in %d messages, want %d in fewer messages", txns, msgs, published)
 	}
-	stored, _, shared := checkStreamMessages(t, p.ns, "node1")
+	stored, _, shared := checkStreamMessages(t, p.ns, "node1", 0)
 	if stored != published || shared == 0 {
 		t.Errorf("node1's stream holds %d transactions, %d messages of them shared; want %d, some shared", stored, shared, published)
 	}
@@ -104,8 +104,9 @@ func TestBacklogInBatches(t *testing.T) {
 // to transactions of node, in commit order across messages (so none is
 // stored twice), with headers naming the last one and how many it holds. It
 // returns how many transactions and messages there are, and how many
-// messages hold more than one transaction.
-func checkStreamMessages(t *testing.T, ns *NATS, node string) (txns, msgs, shared int) {
+// messages hold more than one transaction. Messages up to sequence after
+// are left out.
+func checkStreamMessages(t *testing.T, ns *NATS, node string, after uint64) (txns, msgs, shared int) {
 	t.Helper()
 	ctx := context.Background()
 	js, err := jetstream.New(ns.Connect(t))
@@ -121,7 +122,7 @@ func checkStreamMessages(t *testing.T, ns *NATS, node string) (txns, msgs, share
 		t.Fatal(err)
 	}
 	var prev stream.Txn
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+	for seq := max(info.State.FirstSeq, after+1); seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatalf("message %d: %v", seq, err)
@@ -151,4 +152,60 @@ func checkStreamMessages(t *testing.T, ns *NATS, node string) (txns, msgs, share
 	}
 	t.Logf("stream of %s: %d transactions in %d messages, %d of them shared", node, txns, msgs, shared)
 	return txns, msgs, shared
+}
+
+// TestCaptureKilledMidBacklog kills node1's agent while its capture
+// publishes a backlog, before the slot heard of most of what JetStream
+// stored. The next session must not publish any of it again: it would group
+// the transactions otherwise, and the stream would hold them twice.
+func TestCaptureKilledMidBacklog(t *testing.T) {
+	ns, _, procs, conns := processNodes(t, 2)
+	procs[1].Kill(t) // node2 applies nothing: node1's stream keeps every message
+	procs[0].Kill(t)
+	before := streamLastSeq(t, ns, "node1")
+	const rows = 50000
+	mustExec(t, conns[0], `DO $$ BEGIN FOR i IN 1..`+strconv.Itoa(rows)+` LOOP
+		INSERT INTO items (id, val) VALUES (i, 'backlog'); COMMIT; END LOOP; END $$`)
+	var end pglogrepl.LSN
+	if err := conns[0].QueryRow(context.Background(), `SELECT pg_current_wal_lsn()`).Scan(&end); err != nil {
+		t.Fatal(err)
+	}
+
+	procs[0].Start(t)
+	WaitFor(t, time.Minute, "node1's capture to store part of the backlog", func() (bool, error) {
+		return streamLastSeq(t, ns, "node1") > before+2, nil
+	})
+	procs[0].Kill(t)
+	stopped := streamLastSeq(t, ns, "node1")
+	procs[0].Start(t)
+	WaitFor(t, time.Minute, "node1's capture to store the backlog", func() (bool, error) {
+		var done bool
+		err := conns[0].QueryRow(context.Background(), `SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false) FROM pg_replication_slots WHERE slot_name LIKE 'pgactive%'`, end).Scan(&done)
+		return done, err
+	})
+	txns, msgs, _ := checkStreamMessages(t, ns, "node1", before)
+	t.Logf("killed after message %d of %d", stopped-before, msgs)
+	if txns != rows {
+		t.Errorf("node1's stream holds %d transactions of the backlog, want each of the %d once", txns, rows)
+	}
+	procs[1].Start(t)
+	WaitSameRows(t, convergeTimeout, "items", conns...)
+	checkAppliedOnce(t, conns)
+}
+
+func streamLastSeq(t *testing.T, ns *NATS, node string) uint64 {
+	t.Helper()
+	js, err := jetstream.New(ns.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), stream.StreamName("app", node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
 }
