@@ -78,6 +78,9 @@ type Report struct {
 	Figures  []Figure
 	Notes    []string // what each scenario measured and how, in order
 	Failures []string // scenarios that did not complete, with why
+	// Profiled is the scenario whose pgactive-go run Options.CPUProfile
+	// profiles; "" when none.
+	Profiled string
 }
 
 func (r *Report) add(f Figure) { r.Figures = append(r.Figures, f) }

@@ -50,8 +50,9 @@ type Options struct {
 	Scenarios []string // default: all
 	Scale     string   // a key of Scales (default "full")
 	// CPUProfile, if set, receives a CPU profile of this process while the
-	// throughput scenario runs pgactive-go; agent goroutines carry the
-	// label node=origin or node=target.
+	// throughput scenario runs pgactive-go, or the latency scenario when
+	// throughput does not run; agent goroutines carry the label
+	// node=origin or node=target.
 	CPUProfile string
 	// AgentCommand runs one agent as a process, configured through the
 	// environment variable AgentEnv (see RunAgentProcess). Needed by the
@@ -102,6 +103,14 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	}
 	e := &env{binDir: binDir, progress: progress, log: o.Log, sizes: Scales[o.Scale], agentCommand: o.AgentCommand, cpuProfile: o.CPUProfile}
 	rep := &Report{Machine: describeMachine(binDir), Command: o.Command, Scale: o.Scale}
+	if o.CPUProfile != "" {
+		for _, name := range []string{ScenarioThroughput, ScenarioLatency} {
+			if slices.Contains(o.Scenarios, name) {
+				e.profiled, rep.Profiled = name, name
+				break
+			}
+		}
+	}
 	runs := map[string]func(context.Context, *env, *Report) error{
 		ScenarioThroughput: runThroughput,
 		ScenarioLatency:    runLatency,

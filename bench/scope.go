@@ -46,7 +46,8 @@ type env struct {
 	sizes    Sizes
 
 	agentCommand []string // runs an agent process (RunAgentProcess)
-	cpuProfile   string   // where the throughput scenario writes its profile
+	cpuProfile   string   // where the profiled scenario writes its profile
+	profiled     string   // the scenario profiled: ScenarioThroughput, ScenarioLatency or ""
 }
 
 func (e *env) sayf(format string, args ...any) {

@@ -72,7 +72,7 @@ func throughputRun(ctx context.Context, e *env, sys system) (map[string]phaseRes
 	if err != nil {
 		return nil, err
 	}
-	if sys == ours && e.cpuProfile != "" {
+	if sys == ours && e.profiled == ScenarioThroughput {
 		stop, err := startCPUProfile(e.cpuProfile)
 		if err != nil {
 			return nil, err

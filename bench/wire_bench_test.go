@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/pgactive-go/pgactive/stream"
 )
 
@@ -91,4 +93,56 @@ func BenchmarkNewMsgOneRow(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// oneRowTxns are n single-row transactions in commit order, as a backlog
+// of the throughput scenario holds them.
+func oneRowTxns(n int) []*stream.Txn {
+	out := make([]*stream.Txn, n)
+	for i := range out {
+		t := insertsTxn(1)
+		t.CommitLSN += 0x100 * pglogrepl.LSN(i)
+		t.EndLSN += 0x100 * pglogrepl.LSN(i)
+		out[i] = t
+	}
+	return out
+}
+
+// BenchmarkBatchMsg256 builds the message of 256 single-row transactions
+// decoded at once (capture's largest batch): the cost of publishing a
+// backlog, per transaction.
+func BenchmarkBatchMsg256(b *testing.B) {
+	txns := oneRowTxns(256)
+	subject := stream.TxnSubject("bench", "node1")
+	var batch stream.Batch
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, t := range txns {
+			if _, err := batch.Add(t, 1<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+		batch.Msg(subject)
+	}
+	b.ReportMetric(float64(len(txns))*float64(b.N)/b.Elapsed().Seconds(), "txns/s")
+}
+
+// BenchmarkDecodeMsg256 decodes the message of 256 single-row transactions,
+// as apply does.
+func BenchmarkDecodeMsg256(b *testing.B) {
+	var batch stream.Batch
+	for _, t := range oneRowTxns(256) {
+		if _, err := batch.Add(t, 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+	body := batch.Msg("s").Data
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := stream.DecodeMsg(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(256*float64(b.N)/b.Elapsed().Seconds(), "txns/s")
 }

@@ -23,7 +23,8 @@ side by side with their ratios. Everything it starts is removed at the end.
 Flags:
   --scenario LIST     comma-separated scenarios, or all (default all)
   --scale NAME        small (a quick check) or full (the sizes of issue 7; default)
-  --cpuprofile FILE   write a CPU profile of pgactive-go's throughput run
+  --cpuprofile FILE   write a CPU profile of pgactive-go's throughput run, or of
+                      its latency run when throughput does not run
                       (go tool pprof -tagfocus node=target FILE: the apply side)
   --markdown FILE     also write the report as Markdown to FILE
   --log-level LEVEL   agents' log level (default warn)
@@ -87,8 +88,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(rep.Failures) > 0 {
 		return fmt.Errorf("bench: %d scenario(s) failed: %s", len(rep.Failures), strings.Join(rep.Failures, "; "))
 	}
-	if *cpuProfile != "" {
-		fmt.Fprintf(stdout, "CPU profile written to %s: go tool pprof -top -tagfocus node=target %s\n", *cpuProfile, *cpuProfile)
+	if rep != nil && rep.Profiled != "" {
+		fmt.Fprintf(stdout, "CPU profile of pgactive-go's %s run written to %s: go tool pprof -top -tagfocus node=target %s\n", rep.Profiled, *cpuProfile, *cpuProfile)
+	} else if *cpuProfile != "" {
+		fmt.Fprintf(stdout, "no CPU profile written: --cpuprofile profiles the throughput or the latency scenario, and neither ran\n")
 	}
 	return nil
 }
