@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgactive-go/pgactive/stream"
@@ -191,6 +192,22 @@ func TestCaptureKilledMidBacklog(t *testing.T) {
 	procs[1].Start(t)
 	WaitSameRows(t, convergeTimeout, "items", conns...)
 	checkAppliedOnce(t, conns)
+}
+
+// execPublished runs sql on conn, a node agent a serves, and waits until a's
+// capture has published its transaction: the next one then goes in a
+// message of its own (capture puts in one message only the transactions it
+// reads at once), for tests that count messages.
+func execPublished(t *testing.T, conn *pgx.Conn, a *Agent, sql string, args ...any) {
+	t.Helper()
+	var before pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, conn, sql, args...)
+	WaitFor(t, 30*time.Second, "capture to publish the transaction", func() (bool, error) {
+		return pglogrepl.LSN(a.Capture().Status().Published.Load()) > before, nil
+	})
 }
 
 func streamLastSeq(t *testing.T, ns *NATS, node string) uint64 {

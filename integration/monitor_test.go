@@ -262,7 +262,7 @@ func TestLagWhileTargetStopped(t *testing.T) {
 	mons[1].Stop()
 	agents[1].Stop()
 	for i := 11; i <= 30; i++ {
-		mustExec(t, a, `INSERT INTO items VALUES ($1, 'while node2 is stopped')`, i)
+		execPublished(t, a, agents[0], `INSERT INTO items VALUES ($1, 'while node2 is stopped')`, i)
 	}
 	first := waitLag(t, "node1 → node2 inactive and behind", a, srv.URL, func(v lagView) error {
 		if v.Active || v.PendingMessages < 20 || v.PendingWALToApply <= 0 || v.LagSeconds < 1 {
@@ -270,8 +270,8 @@ func TestLagWhileTargetStopped(t *testing.T) {
 		}
 		return nil
 	})
-	mustExec(t, a, `INSERT INTO items SELECT g, 'more' FROM generate_series(31, 40) g`)
-	mustExec(t, a, `UPDATE items SET n = n + 1 WHERE id <= 20`)
+	execPublished(t, a, agents[0], `INSERT INTO items SELECT g, 'more' FROM generate_series(31, 40) g`)
+	execPublished(t, a, agents[0], `UPDATE items SET n = n + 1 WHERE id <= 20`)
 	waitLag(t, "node1 → node2 lag growing", a, srv.URL, func(v lagView) error {
 		var f lagView
 		for _, x := range first {

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/pgactive-go/pgactive/monitor"
 	"github.com/pgactive-go/pgactive/node"
 	"github.com/pgactive-go/pgactive/stream"
@@ -165,19 +163,7 @@ func TestNATSCLIShowsTheLayout(t *testing.T) {
 	mons[1].Stop()
 	agents[1].Stop()
 	for i := 2; i <= 6; i++ {
-		// One message each: capture publishes a transaction before the next
-		// commits (it puts in one message only transactions it reads at once).
-		var lsn string
-		if err := conns[0].QueryRow(context.Background(), `INSERT INTO items VALUES ($1, 'while node2 is stopped') RETURNING pg_current_wal_lsn()::text`, i).Scan(&lsn); err != nil {
-			t.Fatal(err)
-		}
-		before, err := pglogrepl.ParseLSN(lsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		WaitFor(t, 30*time.Second, "node1's capture to publish the insert", func() (bool, error) {
-			return pglogrepl.LSN(agents[0].Capture().Status().Published.Load()) > before, nil
-		})
+		execPublished(t, conns[0], agents[0], `INSERT INTO items VALUES ($1, 'while node2 is stopped')`, i)
 	}
 	var ci consumerState
 	WaitFor(t, 30*time.Second, "5 messages pending for apply_node2 in the CLI", func() (bool, error) {
