@@ -29,7 +29,7 @@ func (s *session) applyChanges(ctx context.Context, txn *stream.Txn, resolve boo
 	b := &pgconn.Batch{}
 	b.ExecParams("SAVEPOINT pgactive_chunk", nil, nil, nil, nil)
 	locks := s.locks.save()
-	n, err := s.queueChanges(ctx, b, txn, tables, false)
+	n, err := s.queueChanges(ctx, b, txn, tables)
 	if err != nil {
 		return err
 	}
@@ -75,13 +75,12 @@ func (s *session) resolveTables(txn *stream.Txn) []*table {
 }
 
 // queueChanges adds the statements of txn's changes to b and returns how
-// many. lockedFirst says that the first change's key lock is taken already
-// (queueBeginLocking). The server checks each row's state: an update or delete that finds
+// many. The server checks each row's state: an update or delete that finds
 // no row last written by the worker's origin, or an insert of a key that
 // exists or was deleted recently, fails with a row-state error
 // (isRowStateError), so that a whole transaction can be sent in one round
 // trip and still fall back to conflict resolution.
-func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream.Txn, tables []*table, lockedFirst bool) (int, error) {
+func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream.Txn, tables []*table) (int, error) {
 	pg := s.conn.PgConn()
 	n := 0
 	for i := range txn.Changes {
@@ -97,14 +96,12 @@ func (s *session) queueChanges(ctx context.Context, b *pgconn.Batch, txn *stream
 			// is deciding about it once granted. Then an insert of a key
 			// deleted since is decided by the slow path.
 			params := t.tombstoneParams(c.New)
-			if i > 0 || !lockedFirst {
-				locked, err := s.queueKeyLock(ctx, b, t, params)
-				if err != nil {
-					return 0, err
-				}
-				if locked {
-					n++
-				}
+			locked, err := s.queueKeyLock(ctx, b, t, params)
+			if err != nil {
+				return 0, err
+			}
+			if locked {
+				n++
 			}
 			if err := s.stmts.queue(ctx, pg, b, t.tombstoneProbe, params); err != nil {
 				return 0, err

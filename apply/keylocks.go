@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -103,35 +102,18 @@ type tableLocks struct {
 	table       string    // the table's lock, exclusively
 	key         [2]string // the key's lock
 	tableAndKey [2]string // the table's in shared mode, then the key's
-	// setupAndKey opens an applied transaction (originSetupSQL) and takes
-	// tableAndKey[0]'s locks, with the key's parameters from $3 on: the
-	// first change of a pipelined transaction, an insert, needs no
-	// statement of its own for its lock (both come before any read).
-	setupAndKey string
-	// setupAndKeyFormats are its parameters' formats: the set-up's two in
-	// binary, the key's in text.
-	setupAndKeyFormats []int16
 }
 
 func newTableLocks(keys int) tableLocks {
-	tableHash := func(first int) string {
-		return "hashtext($" + strconv.Itoa(first) + "::text || '.' || $" + strconv.Itoa(first+1) + "::text)"
-	}
-	keyHash := func(first int) string {
-		return "hashtext($" + strconv.Itoa(first) + "::text || '.' || $" + strconv.Itoa(first+1) + "::text || ':' || " +
-			keyTextSQL(first+2, keys) + ")"
-	}
+	tableHash := "hashtext($1::text || '.' || $2::text)"
+	keyHash := "hashtext($1::text || '.' || $2::text || ':' || " + keyTextSQL(keys) + ")"
 	var l tableLocks
-	l.table = "SELECT pg_advisory_xact_lock(" + tableLockClass + ", " + tableHash(1) + ")"
+	l.table = "SELECT pg_advisory_xact_lock(" + tableLockClass + ", " + tableHash + ")"
 	for i, fn := range [2]string{"pg_advisory_xact_lock_shared", "pg_advisory_xact_lock"} {
-		l.key[i] = "SELECT " + fn + "(" + keyLockClass + ", " + keyHash(1) + ")"
-		l.tableAndKey[i] = "SELECT pg_advisory_xact_lock_shared(" + tableLockClass + ", " + tableHash(1) + "), " +
-			fn + "(" + keyLockClass + ", " + keyHash(1) + ")"
+		l.key[i] = "SELECT " + fn + "(" + keyLockClass + ", " + keyHash + ")"
+		l.tableAndKey[i] = "SELECT pg_advisory_xact_lock_shared(" + tableLockClass + ", " + tableHash + "), " +
+			fn + "(" + keyLockClass + ", " + keyHash + ")"
 	}
-	l.setupAndKey = originSetupSQL + ", pg_advisory_xact_lock_shared(" + tableLockClass + ", " + tableHash(3) + "), " +
-		"pg_advisory_xact_lock_shared(" + keyLockClass + ", " + keyHash(3) + ")"
-	l.setupAndKeyFormats = make([]int16, 2+2+keys)
-	l.setupAndKeyFormats[0], l.setupAndKeyFormats[1] = 1, 1
 	return l
 }
 

@@ -1,9 +1,6 @@
 package apply
 
 import (
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -48,28 +45,5 @@ func TestTxnLocksBudget(t *testing.T) {
 	l.reset()
 	if sql, _ := l.lockSQL(b, false); sql != b.locks.tableAndKey[0] {
 		t.Fatalf("after reset: %q, want the first key's locks", sql)
-	}
-}
-
-// TestSetupAndKey: the set-up statement that also locks the first key takes
-// exactly the locks of tableAndKey[0], with the key's parameters after the
-// set-up's two.
-func TestSetupAndKey(t *testing.T) {
-	for _, keys := range []int{1, 3} {
-		cols := []stream.Column{{Name: "v"}}
-		for i := range keys {
-			cols = append(cols, stream.Column{Name: "k" + strconv.Itoa(i), Key: true})
-		}
-		tbl := newTable(stream.Relation{Schema: "s", Table: "t", Columns: cols}, 1)
-		shifted := regexp.MustCompile(`\$(\d+)`).ReplaceAllStringFunc(tbl.locks.tableAndKey[0], func(p string) string {
-			n, _ := strconv.Atoi(p[1:])
-			return "$" + strconv.Itoa(n+2)
-		})
-		if want := originSetupSQL + ", " + strings.TrimPrefix(shifted, "SELECT "); tbl.locks.setupAndKey != want {
-			t.Errorf("%d keys:\n got %s\nwant %s", keys, tbl.locks.setupAndKey, want)
-		}
-		if got, want := tbl.locks.setupAndKeyFormats, append([]int16{1, 1}, make([]int16, 2+keys)...); !slices.Equal(got, want) {
-			t.Errorf("%d keys: formats %v, want %v", keys, got, want)
-		}
 	}
 }

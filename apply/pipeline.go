@@ -113,11 +113,10 @@ func (s *session) sendPipeline(ctx context.Context, txns []queued) (int, error) 
 	spans := make([]span, 0, len(txns))
 	n := 0
 	for i, q := range txns {
-		tables := s.resolveTables(q.txn)
-		locked, err := s.queueBeginLocking(ctx, b, q.txn, tables)
+		err := s.queueBegin(ctx, b, q.txn)
 		var k int
 		if err == nil {
-			k, err = s.queueChanges(ctx, b, q.txn, tables, locked)
+			k, err = s.queueChanges(ctx, b, q.txn, s.resolveTables(q.txn))
 		}
 		if err != nil {
 			if i == 0 {
@@ -183,33 +182,6 @@ func (s *session) queueBegin(ctx context.Context, b *pgconn.Batch, txn *stream.T
 	}
 	s.locks.reset()
 	return s.stmts.queueFormat(ctx, pg, b, originSetupSQL, originSetupParams(txn), binaryParams)
-}
-
-// queueBeginLocking is queueBegin for a transaction on the fast path. When
-// its first change is an insert, which takes its key's lock before it reads
-// anything, the lock goes in the set-up statement: one statement fewer per
-// transaction. It reports whether it took that lock.
-func (s *session) queueBeginLocking(ctx context.Context, b *pgconn.Batch, txn *stream.Txn, tables []*table) (bool, error) {
-	if len(txn.Changes) == 0 || txn.Changes[0].Op != stream.OpInsert || !s.tombstones {
-		return false, s.queueBegin(ctx, b, txn)
-	}
-	c := &txn.Changes[0]
-	t := tables[c.Rel]
-	if len(t.keys) == 0 {
-		return false, s.queueBegin(ctx, b, txn)
-	}
-	pg := s.conn.PgConn()
-	if err := s.stmts.queue(ctx, pg, b, "BEGIN", nil); err != nil {
-		return false, err
-	}
-	s.locks.reset()
-	// With no lock held yet, the first is the table's in shared mode and
-	// the key's: what setupAndKey takes.
-	if sql, args := s.locks.lockSQL(t, false); sql != t.locks.tableAndKey[0] || args != 2+len(t.keys) {
-		return false, fmt.Errorf("internal error: the first key lock of a transaction is %q", sql)
-	}
-	params := append(originSetupParams(txn), t.tombstoneParams(c.New)...)
-	return true, s.stmts.queueFormat(ctx, pg, b, t.locks.setupAndKey, params, t.locks.setupAndKeyFormats)
 }
 
 // queueCommit adds the COMMIT of a local transaction to b.

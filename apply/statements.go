@@ -45,19 +45,19 @@ func checkedOne(sql string) string {
 // pgactive_record_tombstone writes them: the key is the text of an array of
 // the key columns' text values.
 func tombstoneWhere(keys int) string {
-	return "schema_name = $1 AND table_name = $2 AND key = " + keyTextSQL(3, keys)
+	return "schema_name = $1 AND table_name = $2 AND key = " + keyTextSQL(keys)
 }
 
 // keyTextSQL renders the text form of a key as the tombstone trigger writes
-// it, from the key values in parameters $first, $first+1...
-func keyTextSQL(first, keys int) string {
+// it, from the key values in parameters $3, $4...
+func keyTextSQL(keys int) string {
 	var b strings.Builder
 	b.WriteString("(ARRAY[")
 	for i := 0; i < keys; i++ {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("$" + strconv.Itoa(first+i) + "::text")
+		b.WriteString("$" + strconv.Itoa(i+3) + "::text")
 	}
 	b.WriteString("]::text[])::text")
 	return b.String()
