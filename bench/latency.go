@@ -51,13 +51,11 @@ func latencyRun(ctx context.Context, e *env, sys system) (latencyResult, error) 
 	if err != nil {
 		return latencyResult{}, err
 	}
-	if sys == ours && e.profiled == ScenarioLatency {
-		stop, err := startCPUProfile(e.cpuProfile)
-		if err != nil {
-			return latencyResult{}, err
-		}
-		defer stop()
+	stop, err := e.startProfile(sys, ScenarioLatency)
+	if err != nil {
+		return latencyResult{}, err
 	}
+	defer stop()
 	l, err := listen(ctx, p.target, benchDB)
 	if err != nil {
 		return latencyResult{}, err

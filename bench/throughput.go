@@ -72,13 +72,11 @@ func throughputRun(ctx context.Context, e *env, sys system) (map[string]phaseRes
 	if err != nil {
 		return nil, err
 	}
-	if sys == ours && e.profiled == ScenarioThroughput {
-		stop, err := startCPUProfile(e.cpuProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer stop()
+	stop, err := e.startProfile(sys, ScenarioThroughput)
+	if err != nil {
+		return nil, err
 	}
+	defer stop()
 	n := e.sizes.Rows
 	insert := func(base int) stmtFunc {
 		return func(i int) (string, []any) {
@@ -181,10 +179,14 @@ func sameContents(ctx context.Context, p *pair) error {
 	return nil
 }
 
-// startCPUProfile writes a CPU profile of this process to path until the
-// returned function is called.
-func startCPUProfile(path string) (func(), error) {
-	f, err := os.Create(path)
+// startProfile writes a CPU profile of this process to e.cpuProfile, when
+// scenario is the one profiled and sys is pgactive-go, until the returned
+// function is called.
+func (e *env) startProfile(sys system, scenario string) (func(), error) {
+	if sys != ours || e.profiled != scenario {
+		return func() {}, nil
+	}
+	f, err := os.Create(e.cpuProfile)
 	if err != nil {
 		return nil, fmt.Errorf("create CPU profile: %w", err)
 	}

@@ -110,18 +110,7 @@ func TestBacklogInBatches(t *testing.T) {
 func checkStreamMessages(t *testing.T, ns *NATS, node string, after uint64) (txns, msgs, shared int) {
 	t.Helper()
 	ctx := context.Background()
-	js, err := jetstream.New(ns.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, stream.StreamName("app", node))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, info := nodeStream(t, ns, node)
 	var prev stream.Txn
 	for seq := max(info.State.FirstSeq, after+1); seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
@@ -212,10 +201,14 @@ func execPublished(t *testing.T, conn *pgx.Conn, a *Agent, sql string, args ...a
 
 func streamLastSeq(t *testing.T, ns *NATS, node string) uint64 {
 	t.Helper()
-	js, err := jetstream.New(ns.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, info := nodeStream(t, ns, node)
+	return info.State.LastSeq
+}
+
+// nodeStream finds the stream of node in group app, and its state now.
+func nodeStream(t *testing.T, ns *NATS, node string) (jetstream.Stream, *jetstream.StreamInfo) {
+	t.Helper()
+	_, js := ConnectNATS(t, ns.URL())
 	st, err := js.Stream(context.Background(), stream.StreamName("app", node))
 	if err != nil {
 		t.Fatal(err)
@@ -224,5 +217,5 @@ func streamLastSeq(t *testing.T, ns *NATS, node string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.LastSeq
+	return st, info
 }

@@ -3,7 +3,6 @@ package stream
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -325,16 +324,6 @@ func (t *Txn) validateChange(c *Change) error {
 		return fmt.Errorf("unknown op %d", c.Op)
 	}
 	return nil
-}
-
-// Tables lists the distinct schema.table names of t's relations, for headers and logs.
-func (t *Txn) Tables() []string {
-	names := make([]string, 0, len(t.Relations))
-	for i := range t.Relations {
-		names = append(names, t.Relations[i].QualifiedName())
-	}
-	slices.Sort(names)
-	return slices.Compact(names)
 }
 
 // Headers of a parked message.
