@@ -18,6 +18,7 @@ type Sizes struct {
 	Rate         float64       // latency: transactions per second
 	Duration     time.Duration // latency: how long the rate is held
 	Warmup       time.Duration // latency: at the same rate, not measured
+	Rounds       int           // latency: rounds, each system once a round, who goes first alternating
 	ThreeRows    int           // three nodes: rows each node writes at full speed
 	ThreeClients int           // three nodes: load connections per node
 	JoinScale    int           // join: pgbench scale (100,000 accounts each, about 15 MiB)
@@ -27,9 +28,9 @@ type Sizes struct {
 // Scales are the named sizes: full is what issue 7 asks for, small a quick
 // check that everything runs.
 var Scales = map[string]Sizes{
-	"small": {Clients: 8, Rows: 5_000, Rate: 500, Duration: 5 * time.Second, Warmup: time.Second,
+	"small": {Clients: 8, Rows: 5_000, Rate: 500, Duration: 5 * time.Second, Warmup: time.Second, Rounds: 1,
 		ThreeRows: 2_000, ThreeClients: 4, JoinScale: 2, BigRows: 50_000},
-	"full": {Clients: 8, Rows: 200_000, Rate: 1_000, Duration: 30 * time.Second, Warmup: 3 * time.Second,
+	"full": {Clients: 8, Rows: 200_000, Rate: 1_000, Duration: 30 * time.Second, Warmup: 3 * time.Second, Rounds: 3,
 		ThreeRows: 50_000, ThreeClients: 4, JoinScale: 68, BigRows: 1_000_000},
 }
 
@@ -150,7 +151,12 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Mi
 // bothSystems runs f for native, then for pgactive-go, each on its own
 // fresh clusters.
 func bothSystems(ctx context.Context, e *env, scenario string, f func(context.Context, system) error) error {
-	for _, sys := range []system{native, ours} {
+	return bothSystemsIn(ctx, e, scenario, []system{native, ours}, f)
+}
+
+// bothSystemsIn runs f for each system in order.
+func bothSystemsIn(ctx context.Context, e *env, scenario string, order []system, f func(context.Context, system) error) error {
+	for _, sys := range order {
 		e.sayf("%s: %s", scenario, sys)
 		if err := f(ctx, sys); err != nil {
 			return fmt.Errorf("%s: %w", sys, err)

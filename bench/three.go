@@ -79,13 +79,12 @@ func runThree(ctx context.Context, e *env, rep *Report) error {
 		return err
 	}
 	o, nv := res[ours], res[native]
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	scen := "three nodes all writing"
 	rep.add(Figure{Scenario: scen, Metric: "applied, all targets", Unit: "rows/s", Ours: o.applied, Native: nv.applied})
 	rep.add(Figure{Scenario: scen, Metric: "committed, all origins", Unit: "tx/s", Ours: o.written, Native: nv.written})
 	latScen := fmt.Sprintf("three nodes at %.0f tx/s", e.sizes.Rate)
-	rep.add(Figure{Scenario: latScen, Metric: "p50 commit to visible", Unit: "ms", Ours: ms(percentile(o.lat, 50)), Native: ms(percentile(nv.lat, 50))})
-	rep.add(Figure{Scenario: latScen, Metric: "p99 commit to visible", Unit: "ms", Ours: ms(percentile(o.lat, 99)), Native: ms(percentile(nv.lat, 99))})
+	rep.add(Figure{Scenario: latScen, Metric: "p50 commit to visible", Unit: "ms", Ours: msOf(percentile(o.lat, 50)), Native: msOf(percentile(nv.lat, 50))})
+	rep.add(Figure{Scenario: latScen, Metric: "p99 commit to visible", Unit: "ms", Ours: msOf(percentile(o.lat, 99)), Native: msOf(percentile(nv.lat, 99))})
 	rep.notef("three nodes: every node writes; pgactive-go replicates one table written on all three nodes (disjoint keys), with one agent per node and one NATS server. Native logical replication on PostgreSQL 15 cannot replicate a table in both directions (the subscription option origin = none arrives in PostgreSQL 16), so its column is an approximation, not multi-master: each node writes its own table, publishes it, and subscribes to the other two nodes' publications (six subscriptions). Latency: %.0f tx/s in all (a third per node, %d connections each) for %s, measured as in the latency scenario over every (origin, target) pair. Throughput: each node inserts %d rows at full speed with %d connections at the same time; applied rows/s = 6 × %d / (start to the last node's marker visible on both other nodes).",
 		e.sizes.Rate, e.sizes.ThreeClients, e.sizes.Duration, e.sizes.ThreeRows, e.sizes.ThreeClients, e.sizes.ThreeRows)
 	return nil
