@@ -51,7 +51,7 @@ type Options struct {
 	Scenarios []string // default: all
 	Scale     string   // a key of Scales (default "full")
 	// CPUProfile, if set, receives a CPU profile of this process while the
-	// throughput scenario runs pgactive-go, or the latency scenario when
+	// throughput scenario runs pgactive-go, or its first latency round when
 	// throughput does not run; agent goroutines carry the label
 	// node=origin or node=target.
 	CPUProfile string

@@ -24,7 +24,7 @@ Flags:
   --scenario LIST     comma-separated scenarios, or all (default all)
   --scale NAME        small (a quick check) or full (the sizes of issue 7; default)
   --cpuprofile FILE   write a CPU profile of pgactive-go's throughput run, or of
-                      its latency run when throughput does not run
+                      its first latency run when throughput does not run
                       (go tool pprof -tagfocus node=target FILE: the apply side)
   --markdown FILE     also write the report as Markdown to FILE
   --log-level LEVEL   agents' log level (default warn)
