@@ -30,9 +30,9 @@ type table struct {
 	tombstone string
 	// tombstoneProbe fails (division by zero) when the key has a tombstone:
 	// each tombstone row it finds divides by zero. The divisor depends on a
-	// column, so the planner cannot fold it into an error at preparation;
-	// with no aggregate over the lookup it costs about a tenth of a
-	// pipelined insert's server time less than 1 / (count(*) = 0)::int.
+	// column, so the planner cannot fold it into an error at preparation.
+	// Without an aggregate over the lookup, a pipelined insert transaction
+	// costs the server about a tenth less (docs/BENCHMARKS.md).
 	tombstoneProbe string
 	// locks are the key and table lock statements (keylocks.go).
 	locks tableLocks

@@ -20,9 +20,8 @@ type latencyResult struct {
 
 // runLatency runs Sizes.Rounds rounds, each system once a round on fresh
 // clusters, who goes first alternating, and reports percentiles over the
-// samples of every round pooled: one system's tail moves from round to round
-// with the host's load, more than either system's tail differs between
-// runs of the same round.
+// samples of every round pooled: on a shared host, one round's p99 moves
+// with the host's load about as much as it differs between the systems.
 func runLatency(ctx context.Context, e *env, rep *Report) error {
 	rounds := max(e.sizes.Rounds, 1)
 	res := map[system]*latencyResult{native: {}, ours: {}}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,36 @@ func TestReportWriters(t *testing.T) {
 	}
 	if !strings.Contains(md.String(), "| throughput: inserts | applied (rows/s) | 1200 | 1000 | 1.20× | ≥ 1.0× | yes |") {
 		t.Errorf("Markdown row not as expected:\n%s", md.String())
+	}
+}
+
+// TestLatencyRoundsPool: rounds pool their samples, so that a percentile of
+// the pooled result counts every round, and the origin's rate is over all of
+// them.
+func TestLatencyRoundsPool(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	var r latencyResult
+	r.add(latencyResult{sent: 300, elapsed: time.Second, lat: ms(1, 2, 9), missing: 1, stages: "first"})
+	r.add(latencyResult{sent: 100, elapsed: time.Second, lat: ms(3, 4, 5), stages: "second"})
+	if want := ms(1, 2, 3, 4, 5, 9); !slices.Equal(r.lat, want) {
+		t.Fatalf("pooled samples %v, want %v", r.lat, want)
+	}
+	if got := percentile(r.lat, 100); got != 9*time.Millisecond {
+		t.Errorf("max %v, want 9ms", got)
+	}
+	if got := r.achieved(); got != 200 {
+		t.Errorf("achieved %v tx/s, want 200", got)
+	}
+	if r.missing != 1 || r.stages != "first" {
+		t.Errorf("missing %d, stages %q; want 1, the first round's", r.missing, r.stages)
+	}
+	if got := (&latencyResult{}).achieved(); got != 0 {
+		t.Errorf("achieved of nothing %v, want 0", got)
 	}
 }
