@@ -95,8 +95,8 @@ func newTable(rel stream.Relation, roident uint32) *table {
 	}
 	t.insert = "INSERT INTO " + t.name + " (" + cols.String() + ") VALUES (" + vals.String() + ")"
 	// The function's field, not a scan of it: a scalar subquery over the
-	// function materialises its row, and cost a fast-path update about a
-	// ninth more server time (docs/BENCHMARKS.md).
+	// function materialises its row, which made a fast-path update cost the
+	// server about a ninth more (docs/BENCHMARKS.md).
 	t.sameOrigin = " AND (pg_xact_commit_timestamp_origin(xmin)).roident = " + strconv.FormatUint(uint64(roident), 10)
 	t.tombstone = tombstoneWhere(len(t.keys))
 	t.tombstoneProbe = "SELECT 1 / (0 * length(key)) FROM pgactive.pgactive_tombstones WHERE " + t.tombstone
